@@ -1,0 +1,569 @@
+"""Kaggle 2016 ultrasound nerve (brachial plexus) segmentation data: reader, validation,
+subject-wise splits and a synthetic demo dataset with the same layout.
+
+Layout (``dataset_dir``)::
+
+    train/{subject}_{img}.tif         uint8 grayscale, 580 wide x 420 high
+    train/{subject}_{img}_mask.tif    uint8 0/255 nerve mask, empty in about half the images
+    test/{img}.tif                    test images, numbered from 1
+    train_masks.csv                   subject,img,pixels (Kaggle RLE of the training masks)
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import tifffile
+from monai.utils import optional_import
+from scipy import ndimage
+from scipy.special import expit
+
+from .rle import NERVE_IMAGE_SHAPE, rle_encode
+
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+
+__all__ = [
+    "nerve_datalist",
+    "validate_nerve_pairs",
+    "subject_split",
+    "subject_kfold",
+    "nerve_split",
+    "make_nerve_demo",
+    "make_nerve_test_images",
+    "ensure_nerve_demo",
+]
+
+_TRAIN_NAME = re.compile(r"(\d+)_(\d+)(_mask)?\.tif", re.IGNORECASE)
+_TEST_NAME = re.compile(r"(\d+)\.tif", re.IGNORECASE)
+_TRAIN_STREAM, _TEST_STREAM = 0, 1  # independent random streams: test images show other subjects
+_SHIFT = 24  # largest probe shift between the images of one subject, in pixels
+_IMAGES_PER_TEST_SUBJECT = 120  # as in the Kaggle data
+
+
+# ----------------------------------------------------------------------------------------------
+# reader and validation
+# ----------------------------------------------------------------------------------------------
+
+
+def _list_folder(folder: str) -> list[str]:
+    """Sorted names of the visible files in ``folder``; ValueError when missing or empty."""
+    if not os.path.isdir(folder):
+        raise ValueError(f"Nerve dataset folder {folder} does not exist.")
+    names = sorted(entry.name for entry in os.scandir(folder) if entry.is_file() and not entry.name.startswith("."))
+    if not names:
+        raise ValueError(f"Nerve dataset folder {folder} has no images.")
+    return names
+
+
+def _match_name(pattern: re.Pattern, folder: str, name: str, expected: str) -> re.Match:
+    """Match a file name against the layout; ValueError naming the file otherwise."""
+    match = pattern.fullmatch(name)
+    if match is None:
+        raise ValueError(f"{os.path.join(folder, name)} does not follow the Kaggle nerve naming {expected}.")
+    return match
+
+
+def _train_datalist(folder: str) -> list[dict]:
+    """Pair ``{subject}_{img}.tif`` with ``{subject}_{img}_mask.tif`` in ``folder``."""
+    images: dict[tuple[int, int], str] = {}
+    masks: dict[tuple[int, int], str] = {}
+    for name in _list_folder(folder):
+        match = _match_name(_TRAIN_NAME, folder, name, "'{subject}_{img}.tif' / '{subject}_{img}_mask.tif'")
+        key = (int(match[1]), int(match[2]))
+        files = masks if match[3] else images
+        path = os.path.join(folder, name)
+        if key in files:
+            raise ValueError(f"{path} and {files[key]} have the same id {key[0]}_{key[1]}.")
+        files[key] = path
+    for key in sorted(images.keys() - masks.keys()):
+        raise ValueError(f"Image {images[key]} has no mask {key[0]}_{key[1]}_mask.tif.")
+    for key in sorted(masks.keys() - images.keys()):
+        raise ValueError(f"Mask {masks[key]} has no image {key[0]}_{key[1]}.tif.")
+    return [
+        {"image": images[key], "label": masks[key], "subject": key[0], "img": key[1], "id": f"{key[0]}_{key[1]}"}
+        for key in sorted(images)
+    ]
+
+
+def _test_datalist(folder: str) -> list[dict]:
+    """List ``{img}.tif`` in ``folder``."""
+    images: dict[int, str] = {}
+    for name in _list_folder(folder):
+        img = int(_match_name(_TEST_NAME, folder, name, "'{img}.tif'")[1])
+        path = os.path.join(folder, name)
+        if img in images:
+            raise ValueError(f"{path} and {images[img]} have the same id {img}.")
+        images[img] = path
+    return [{"image": images[img], "img": img} for img in sorted(images)]
+
+
+def nerve_datalist(dataset_dir: str | os.PathLike, section: str = "train") -> list[dict]:
+    """Scan a Kaggle nerve dataset folder into a MONAI datalist.
+
+    Only file names are checked here; :func:`validate_nerve_pairs` opens the files.
+
+    Args:
+        dataset_dir: folder holding ``train/`` and ``test/``.
+        section: ``"train"`` for the image/mask pairs, ``"test"`` for the test images.
+
+    Returns:
+        For ``"train"``: ``[{"image", "label", "subject", "img", "id"}]`` sorted by (subject, img),
+        ``id`` being the file stem ``"{subject}_{img}"``. For ``"test"``: ``[{"image", "img"}]``
+        sorted by img.
+
+    Raises:
+        ValueError: for an unknown section, and naming the folder or file for a missing or empty
+            folder, a file name outside the layout, an image without mask, a mask without image,
+            or two files with the same id.
+    """
+    readers = {"train": _train_datalist, "test": _test_datalist}
+    if section not in readers:
+        raise ValueError(f"section must be one of {sorted(readers)}, got {section!r}.")
+    return readers[section](os.path.join(os.fspath(dataset_dir), section))
+
+
+def _read_tif(path: str, read_data: bool) -> tuple[tuple[int, ...], np.ndarray | None]:
+    """Check that ``path`` is a complete single-page 2D grayscale TIF.
+
+    Args:
+        path: TIF file.
+        read_data: also read the pixel array (otherwise only the header is parsed).
+
+    Returns:
+        The (H, W) shape and the array, or None when ``read_data`` is False.
+
+    Raises:
+        ValueError: naming the file when it cannot be parsed, is truncated, or is not 2D grayscale.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            data_end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+            if data_end > tif.filehandle.size:
+                raise ValueError(f"truncated: pixel data ends at byte {data_end}, file size {tif.filehandle.size}")
+            num_pages, shape = len(tif.pages), page.shape
+            array = page.asarray() if read_data else None
+    except Exception as err:
+        raise ValueError(f"Cannot read TIF {path}: {err}") from err
+    if num_pages != 1 or len(shape) != 2:
+        raise ValueError(f"{path} is not a 2D grayscale image: {num_pages} page(s) of shape {shape}.")
+    return shape, array
+
+
+def _check_mask_values(path: str, mask: np.ndarray) -> None:
+    """ValueError naming ``path`` unless the mask values are within {0, 255} or within {0, 1}."""
+    top = mask.max()
+    if top not in (0, 1, 255) or not np.all((mask == 0) | (mask == top)):
+        values = np.unique(mask).tolist()
+        raise ValueError(f"Mask {path} has values {values}, expected only 0 and 255 (or 0 and 1).")
+
+
+def validate_nerve_pairs(datalist: Sequence[dict], progress: bool = False) -> Sequence[dict]:
+    """Open every file of a nerve datalist and check it.
+
+    Images: a complete, single-page, 2D grayscale TIF (only the header is read). Masks (items
+    with ``"label"``): the same, with the image's size and values within {0, 255} or {0, 1}.
+
+    Args:
+        datalist: output of :func:`nerve_datalist` (train or test).
+        progress: show a tqdm progress bar when tqdm is installed.
+
+    Returns:
+        ``datalist``, unchanged, so that the call can be chained in a bundle config.
+
+    Raises:
+        ValueError: naming the file for an unreadable or truncated TIF, a non-2D or multi-channel
+            image, an image/mask size mismatch, or mask values outside {0, 255} / {0, 1}.
+    """
+    items = tqdm(datalist, desc="validating nerve data") if progress and has_tqdm else datalist
+    for item in items:
+        image_shape, _ = _read_tif(item["image"], read_data=False)
+        if "label" not in item:
+            continue
+        mask_shape, mask = _read_tif(item["label"], read_data=True)
+        if mask_shape != image_shape:
+            raise ValueError(
+                f"Mask {item['label']} is {mask_shape[0]}x{mask_shape[1]} (HxW) but its image "
+                f"{item['image']} is {image_shape[0]}x{image_shape[1]}."
+            )
+        _check_mask_values(item["label"], mask)
+    return datalist
+
+
+# ----------------------------------------------------------------------------------------------
+# splits by subject
+# ----------------------------------------------------------------------------------------------
+
+
+def _images_per_subject(datalist: Sequence[dict]) -> Counter:
+    """Count the items of each subject; ValueError for items without ``"subject"``."""
+    for item in datalist:
+        if "subject" not in item:
+            raise ValueError(f"Datalist item {item.get('image')} has no 'subject': split the 'train' datalist.")
+    return Counter(item["subject"] for item in datalist)
+
+
+def _split_by_subjects(datalist: Sequence[dict], val_subjects: set[int]) -> tuple[list[dict], list[dict]]:
+    """(train, val) items, val holding the items of ``val_subjects``, both in datalist order."""
+    train = [item for item in datalist if item["subject"] not in val_subjects]
+    val = [item for item in datalist if item["subject"] in val_subjects]
+    return train, val
+
+
+def subject_split(
+    datalist: Sequence[dict], val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[dict], list[dict]]:
+    """Split a datalist into training and validation subjects (never splitting a subject).
+
+    Args:
+        datalist: items with a ``"subject"`` key (:func:`nerve_datalist` ``"train"``).
+        val_fraction: fraction of the subjects held out, rounded, at least one subject on each side.
+        seed: seed of the subject shuffle; the split is deterministic for a given seed.
+
+    Returns:
+        (train, val) item lists in datalist order.
+
+    Raises:
+        ValueError: when ``val_fraction`` is not in (0, 1) or there are fewer than two subjects.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+    subjects = sorted(_images_per_subject(datalist))
+    if len(subjects) < 2:
+        raise ValueError(f"A subject split needs at least 2 subjects, got {len(subjects)}.")
+    num_val = min(max(round(len(subjects) * val_fraction), 1), len(subjects) - 1)
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    return _split_by_subjects(datalist, {subjects[i] for i in order[:num_val]})
+
+
+def subject_kfold(
+    datalist: Sequence[dict], num_folds: int = 5, fold: int = 0, seed: int = 0
+) -> tuple[list[dict], list[dict]]:
+    """Split a datalist for k-fold cross validation by subject.
+
+    Subjects are shuffled (by ``seed``), then assigned, largest first, to the fold holding the
+    fewest images, so folds are balanced in image count and each subject is in exactly one fold.
+
+    Args:
+        datalist: items with a ``"subject"`` key (:func:`nerve_datalist` ``"train"``).
+        num_folds: number of folds, at least 2.
+        fold: index of the validation fold, in ``[0, num_folds)``.
+        seed: seed of the subject shuffle; the folds are deterministic for a given seed.
+
+    Returns:
+        (train, val) item lists in datalist order, val being fold ``fold``.
+
+    Raises:
+        ValueError: when ``num_folds < 2``, ``fold`` is out of range, or there are fewer subjects
+            than folds.
+    """
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be at least 2, got {num_folds}.")
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"fold must be in [0, {num_folds}), got {fold}.")
+    counts = _images_per_subject(datalist)
+    if len(counts) < num_folds:
+        raise ValueError(f"{num_folds} folds need at least {num_folds} subjects, got {len(counts)}.")
+    subjects = sorted(counts)
+    shuffled = [subjects[i] for i in np.random.default_rng(seed).permutation(len(subjects))]
+    shuffled.sort(key=lambda subject: -counts[subject])  # stable: equal counts keep the shuffled order
+    fold_sizes = [0] * num_folds
+    folds: list[set[int]] = [set() for _ in range(num_folds)]
+    for subject in shuffled:
+        lightest = int(np.argmin(fold_sizes))
+        folds[lightest].add(subject)
+        fold_sizes[lightest] += counts[subject]
+    return _split_by_subjects(datalist, folds[fold])
+
+
+def nerve_split(
+    dataset_dir: str | os.PathLike,
+    val_fraction: float = 0.2,
+    fold: int | None = None,
+    num_folds: int = 5,
+    seed: int = 0,
+    validate: bool = True,
+) -> dict[str, list[dict]]:
+    """Training and validation datalists of a Kaggle nerve dataset, split by subject.
+
+    For bundle configs, e.g. ``"datasplit": "$monai_seg.data.nerve_split(@dataset_dir)"`` and
+    ``"data": "$@datasplit['train']"``.
+
+    Args:
+        dataset_dir: folder holding ``train/``.
+        val_fraction: held-out fraction of subjects when ``fold`` is None (:func:`subject_split`).
+        fold: validation fold of a :func:`subject_kfold` split; None for a single split.
+        num_folds: number of folds when ``fold`` is given.
+        seed: seed of the split.
+        validate: open and check every file first (:func:`validate_nerve_pairs`).
+
+    Returns:
+        ``{"train": [...], "val": [...]}``.
+
+    Raises:
+        ValueError: see :func:`nerve_datalist`, :func:`validate_nerve_pairs` and the split functions.
+    """
+    datalist = nerve_datalist(dataset_dir, "train")
+    if validate:
+        validate_nerve_pairs(datalist)
+    if fold is None:
+        train, val = subject_split(datalist, val_fraction=val_fraction, seed=seed)
+    else:
+        train, val = subject_kfold(datalist, num_folds=num_folds, fold=fold, seed=seed)
+    return {"train": train, "val": val}
+
+
+# ----------------------------------------------------------------------------------------------
+# synthetic ultrasound demo data
+# ----------------------------------------------------------------------------------------------
+
+
+class _Subject(NamedTuple):
+    """Anatomy of one synthetic subject: echogenicity canvas and nerve pose (canvas pixels)."""
+
+    anatomy: np.ndarray  # (H + 2 * _SHIFT, W + 2 * _SHIFT) float32 mean echogenicity
+    center: tuple[float, float]  # nerve centre (y, x)
+    axes: tuple[float, float]  # nerve semi-axes (vertical, horizontal)
+    angle: float  # nerve tilt in radians
+
+
+def _speckle_bank(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """Fully developed speckle (Rayleigh amplitude of a smoothed complex Gaussian field), mean 1.
+
+    The grains are wider than high, as in B-mode images. The bank is twice the image size in
+    each direction; images take random crops of it.
+    """
+    field = rng.standard_normal((2, 2 * size[0], 2 * size[1]), dtype=np.float32)
+    field = ndimage.gaussian_filter(field, sigma=(0, 0.7, 1.6))
+    amplitude = np.hypot(field[0], field[1])
+    return amplitude / amplitude.mean()
+
+
+def _tissue(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Mean echogenicity of soft tissue: smooth blotches plus curved, roughly horizontal bright
+    fascia bands, attenuated with depth, under a bright skin line. ``y``, ``x``: open grids."""
+    height, width = y.shape[0], x.shape[1]
+    coarse = rng.standard_normal((height // 40 + 2, width // 40 + 2))
+    tissue = 0.45 + 0.08 * ndimage.zoom(coarse, (height / coarse.shape[0], width / coarse.shape[1]), order=3)
+    for depth in np.sort(rng.uniform(0.1, 0.95, rng.integers(4, 8))) * height:
+        tilt, bend, period, phase = rng.uniform((-0.1, 5, 80, 0), (0.1, 25, 250, 2 * np.pi))
+        band = depth + tilt * x + bend * np.sin(x / period + phase)
+        tissue = tissue + rng.uniform(0.2, 0.6) * np.exp(-(((y - band) / rng.uniform(2, 10)) ** 2))
+    return tissue * (1.0 - 0.45 * y / height) + 0.5 * np.exp(-y / 12.0)
+
+
+def _add_artery(
+    tissue: np.ndarray, rng: np.random.Generator, y: np.ndarray, x: np.ndarray, nerve: tuple[float, float]
+) -> np.ndarray:
+    """An artery beside the nerve: an anechoic disc with a thin bright wall, a dark distractor."""
+    center = (nerve[0] + rng.uniform(-60, 60), nerve[1] + rng.choice((-1, 1)) * rng.uniform(80, 130))
+    radius = np.hypot(y - center[0], x - center[1]) / rng.uniform(14, 22)
+    return tissue * (1 - 0.9 * expit((1 - radius) / 0.05)) + 0.4 * np.exp(-(((radius - 1.05) / 0.08) ** 2))
+
+
+def _make_subject(rng: np.random.Generator, size: tuple[int, int]) -> _Subject:
+    """Draw one subject: tissue, an artery and the nerve pose, on a canvas that leaves room for
+    probe shifts of up to ``_SHIFT`` pixels."""
+    y, x = np.ogrid[: size[0] + 2 * _SHIFT, : size[1] + 2 * _SHIFT]
+    center = (rng.uniform(0.3, 0.7) * size[0] + _SHIFT, rng.uniform(0.25, 0.75) * size[1] + _SHIFT)
+    anatomy = _add_artery(_tissue(rng, y, x), rng, y, x, center)
+    axes = (rng.uniform(18, 32), rng.uniform(32, 55))
+    return _Subject(anatomy.astype(np.float32), center, axes, float(rng.uniform(-0.35, 0.35)))
+
+
+def _nerve_window(
+    center: tuple[float, float], axes: tuple[float, float], angle: float, size: tuple[int, int]
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, np.ndarray]:
+    """Image window around a tilted ellipse: (window, normalised radius, u, v) where the radius is
+    1 on the ellipse and (u, v) are the pixel offsets along the ellipse axes."""
+    reach = 1.3 * max(axes)
+    top, left = max(int(center[0] - reach), 0), max(int(center[1] - reach), 0)
+    bottom, right = min(int(center[0] + reach) + 1, size[0]), min(int(center[1] + reach) + 1, size[1])
+    y, x = np.ogrid[top:bottom, left:right]
+    dy, dx = y - center[0], x - center[1]
+    u = dx * np.cos(angle) + dy * np.sin(angle)
+    v = dy * np.cos(angle) - dx * np.sin(angle)
+    radius = np.sqrt((v / axes[0]) ** 2 + (u / axes[1]) ** 2)
+    return (slice(top, bottom), slice(left, right)), radius, u, v
+
+
+def _render(
+    subject: _Subject, speckle: np.ndarray, rng: np.random.Generator, present: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One ultrasound image and its 0/255 nerve mask (empty unless ``present``), half the size of
+    the ``speckle`` bank (:func:`_speckle_bank`).
+
+    The probe shifts by up to ``_SHIFT`` pixels; the nerve moves and deforms slightly; a present
+    nerve is a hypoechoic ellipse with honeycomb fascicles and a bright hyperechoic rim; an
+    absent one is at most a faint trace.
+    """
+    size = (speckle.shape[0] // 2, speckle.shape[1] // 2)
+    shift_y, shift_x = rng.integers(0, 2 * _SHIFT + 1, 2)
+    image = subject.anatomy[shift_y : shift_y + size[0], shift_x : shift_x + size[1]].copy()
+    center = (
+        subject.center[0] - shift_y + rng.uniform(-6, 6),
+        subject.center[1] - shift_x + rng.uniform(-6, 6),
+    )
+    axes = (subject.axes[0] * rng.uniform(0.85, 1.15), subject.axes[1] * rng.uniform(0.85, 1.15))
+    window, radius, u, v = _nerve_window(center, axes, subject.angle + rng.uniform(-0.1, 0.1), size)
+    strength = rng.uniform(0.8, 1.2) if present else rng.uniform(0.0, 0.15)
+    inside = expit((1 - radius) / 0.05)
+    fascicles = np.cos(u / 2.5) * np.cos(v / 2.5)
+    rim = np.exp(-(((radius - 1) / 0.12) ** 2))
+    image[window] *= 1 + strength * (inside * (0.25 * fascicles - 0.55) + 1.3 * rim)
+    offset_y, offset_x = rng.integers(0, size[0] + 1), rng.integers(0, size[1] + 1)
+    image *= speckle[offset_y : offset_y + size[0], offset_x : offset_x + size[1]]
+    image = np.clip(image * rng.uniform(200, 260), 0, 255).astype(np.uint8)
+    mask = np.zeros(size, dtype=np.uint8)
+    if present:
+        mask[window][radius <= 1] = 255
+    return image, mask
+
+
+def _write_tif(path: str, array: np.ndarray) -> None:
+    """Write a uint8 grayscale TIF without date or description, so that bytes are reproducible."""
+    tifffile.imwrite(path, array, photometric="minisblack", metadata=None)
+
+
+def _check_free(paths: Sequence[str], overwrite: bool) -> None:
+    """Remove ``paths`` when ``overwrite``; otherwise FileExistsError if any exists."""
+    existing = [path for path in paths if os.path.exists(path)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it.")
+    for path in existing:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+def make_nerve_test_images(
+    test_dir: str | os.PathLike,
+    num_images: int,
+    seed: int = 0,
+    size: tuple[int, int] = NERVE_IMAGE_SHAPE,
+    overwrite: bool = False,
+) -> str:
+    """Write synthetic Kaggle-nerve test images ``{img}.tif``, img = 1..num_images.
+
+    Images come from ``ceil(num_images / 120)`` synthetic subjects (about 120 images each, as in
+    the Kaggle data), in shuffled order, with a nerve in about half of them.
+
+    Args:
+        test_dir: output folder, created if needed.
+        num_images: number of images.
+        seed: random seed; the same seed writes identical files.
+        size: (H, W) of the images.
+        overwrite: replace an existing ``test_dir``.
+
+    Returns:
+        ``test_dir`` as a string.
+
+    Raises:
+        FileExistsError: when ``test_dir`` exists and ``overwrite`` is False.
+    """
+    test_dir = os.fspath(test_dir)
+    _check_free([test_dir], overwrite)
+    os.makedirs(test_dir)
+    rng = np.random.default_rng([seed, _TEST_STREAM])
+    speckle = _speckle_bank(rng, size)
+    subjects = [_make_subject(rng, size) for _ in range(-(-num_images // _IMAGES_PER_TEST_SUBJECT))]
+    for img in range(1, num_images + 1):
+        subject = subjects[rng.integers(len(subjects))]
+        image, _ = _render(subject, speckle, rng, present=bool(rng.random() < 0.5))
+        _write_tif(os.path.join(test_dir, f"{img}.tif"), image)
+    return test_dir
+
+
+def make_nerve_demo(
+    dataset_dir: str | os.PathLike,
+    num_subjects: int = 6,
+    images_per_subject: int = 10,
+    num_test: int = 12,
+    seed: int = 0,
+    size: tuple[int, int] = NERVE_IMAGE_SHAPE,
+    overwrite: bool = False,
+) -> str:
+    """Write a synthetic dataset in the Kaggle nerve layout (see the module docstring).
+
+    Each subject has its own anatomy and nerve position; half of each subject's masks (rounded
+    down) are non-empty. ``train_masks.csv`` holds the RLE of the written masks. The images
+    are meant to be learnable by a small U-Net in a few epochs.
+
+    Args:
+        dataset_dir: output folder, created if needed.
+        num_subjects: number of training subjects (ids 1..num_subjects).
+        images_per_subject: training images per subject (img 1..images_per_subject).
+        num_test: number of test images (:func:`make_nerve_test_images`, other subjects).
+        seed: random seed; the same arguments write identical files.
+        size: (H, W) of the images, (420, 580) as in Kaggle.
+        overwrite: replace existing ``train/``, ``test/`` and ``train_masks.csv``.
+
+    Returns:
+        ``dataset_dir`` as a string.
+
+    Raises:
+        FileExistsError: when an output exists and ``overwrite`` is False.
+    """
+    dataset_dir = os.fspath(dataset_dir)
+    train_dir, csv_path = os.path.join(dataset_dir, "train"), os.path.join(dataset_dir, "train_masks.csv")
+    _check_free([train_dir, csv_path], overwrite)
+    make_nerve_test_images(os.path.join(dataset_dir, "test"), num_test, seed=seed, size=size, overwrite=overwrite)
+    os.makedirs(train_dir)
+    rng = np.random.default_rng([seed, _TRAIN_STREAM])
+    speckle = _speckle_bank(rng, size)
+    rows = []
+    for subject_id in range(1, num_subjects + 1):
+        subject = _make_subject(rng, size)
+        present = rng.permutation(images_per_subject) < images_per_subject // 2
+        for img in range(1, images_per_subject + 1):
+            image, mask = _render(subject, speckle, rng, present=bool(present[img - 1]))
+            _write_tif(os.path.join(train_dir, f"{subject_id}_{img}.tif"), image)
+            _write_tif(os.path.join(train_dir, f"{subject_id}_{img}_mask.tif"), mask)
+            rows.append((subject_id, img, rle_encode(mask)))
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["subject", "img", "pixels"])
+        writer.writerows(rows)
+    return dataset_dir
+
+
+def ensure_nerve_demo(dataset_dir: str | os.PathLike) -> str:
+    """Create the default demo dataset (:func:`make_nerve_demo`) unless ``dataset_dir/train`` exists.
+
+    For bundle configs: ``"$monai_seg.data.ensure_nerve_demo(@dataset_dir)"``. The data is
+    written to a hidden temporary folder and moved into place, ``train/`` last, so concurrent
+    calls (one per distributed rank) never see a partial dataset. Existing ``test/`` or
+    ``train_masks.csv`` are kept.
+
+    Args:
+        dataset_dir: dataset folder, created if needed.
+
+    Returns:
+        ``dataset_dir`` as a string.
+    """
+    dataset_dir = os.fspath(dataset_dir)
+    if os.path.isdir(os.path.join(dataset_dir, "train")):
+        return dataset_dir
+    os.makedirs(dataset_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".nerve_demo_", dir=dataset_dir)
+    try:
+        make_nerve_demo(staging)
+        for name in ("test", "train_masks.csv", "train"):  # train last: it marks a complete dataset
+            target = os.path.join(dataset_dir, name)
+            try:
+                os.rename(os.path.join(staging, name), target)
+            except OSError:
+                if not os.path.exists(target):  # otherwise another process moved it in first
+                    raise
+    finally:
+        shutil.rmtree(staging)
+    return dataset_dir

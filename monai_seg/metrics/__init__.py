@@ -1,0 +1,13 @@
+"""metrics"""
+
+from .segmentation import (
+    SEGMENTATION_METRICS,
+    BinarySegmentationMetrics,
+    KaggleDiceMetric,
+    SegmentationReport,
+    compute_kaggle_dice,
+    compute_presence_metrics,
+    empty_safe_confusion_matrix_metric,
+    segmentation_metrics_from_confusion_matrix,
+    write_segmentation_report,
+)

@@ -1,0 +1,425 @@
+"""Per-image binary segmentation metrics of the seed studies, and a per-image CSV / JSON report.
+
+All segmentation metrics are computed from MONAI's per-image confusion matrix
+(``monai.metrics.get_confusion_matrix``, shape (B, C, 4) = TP, FP, TN, FN) with
+``monai.metrics.compute_confusion_matrix_metric``. MONAI returns NaN for a ratio whose denominator
+is 0 (e.g. sensitivity of an image without foreground); here such a ratio scores **1 when the image
+has no error (FP + FN = 0) and 0 otherwise**, so every per-image value is defined:
+
+    ==========================  ====  ===  ===========  =========
+    ground truth / prediction   Dice  IoU  sensitivity  precision
+    ==========================  ====  ===  ===========  =========
+    empty / empty               1     1    1            1
+    empty / non-empty           0     0    0            0
+    non-empty / empty           0     0    0            0
+    ==========================  ====  ===  ===========  =========
+
+This is the Kaggle nerve score: the mean over images of a per-image Dice that is 1 for an empty
+mask predicted empty. Per image, F1 equals Dice by construction (both are 2TP / (2TP + FP + FN));
+both names are kept because the studies report both. Accuracy is always defined; specificity is
+undefined only when the mask fills the whole image, where the same convention applies.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from monai.data import decollate_batch
+from monai.handlers import from_engine
+from monai.metrics import (
+    CumulativeIterationMetric,
+    compute_confusion_matrix_metric,
+    compute_roc_auc,
+    get_confusion_matrix,
+)
+from monai.metrics.utils import do_metric_reduction
+from monai.utils import ImageMetaKey, MetricReduction, evenly_divisible_all_gather, string_list_all_gather
+
+__all__ = [
+    "SEGMENTATION_METRICS",
+    "empty_safe_confusion_matrix_metric",
+    "segmentation_metrics_from_confusion_matrix",
+    "compute_kaggle_dice",
+    "compute_presence_metrics",
+    "KaggleDiceMetric",
+    "BinarySegmentationMetrics",
+    "write_segmentation_report",
+    "SegmentationReport",
+]
+
+SEGMENTATION_METRICS: dict[str, str] = {
+    "dice": "f1 score",
+    "iou": "threat score",
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+    "precision": "precision",
+    "f1": "f1 score",
+    "accuracy": "accuracy",
+}
+"""Report column name -> MONAI confusion-matrix metric name."""
+
+
+def empty_safe_confusion_matrix_metric(metric_name: str, confusion_matrix: torch.Tensor) -> torch.Tensor:
+    """
+    MONAI's ``compute_confusion_matrix_metric`` with the NaN-free convention of this module: a ratio
+    with a zero denominator is 1 where FP + FN = 0 (nothing wrong) and 0 elsewhere.
+
+    Args:
+        metric_name: any name accepted by ``monai.metrics.compute_confusion_matrix_metric``.
+        confusion_matrix: shape (..., 4) with TP, FP, TN, FN in the last dimension.
+
+    Returns:
+        metric values of shape ``confusion_matrix.shape[:-1]``.
+    """
+    value = compute_confusion_matrix_metric(metric_name, confusion_matrix)
+    error_free = (confusion_matrix[..., 1] + confusion_matrix[..., 3] == 0).to(value.dtype)
+    return torch.where(torch.isnan(value), error_free, value)
+
+
+def segmentation_metrics_from_confusion_matrix(
+    confusion_matrix: torch.Tensor, metric_names: Sequence[str] = tuple(SEGMENTATION_METRICS)
+) -> dict[str, torch.Tensor]:
+    """
+    Args:
+        confusion_matrix: per-image confusion matrices, shape (B, C, 4).
+        metric_names: keys of :py:data:`SEGMENTATION_METRICS`.
+
+    Returns:
+        one (B, C) tensor per metric name.
+    """
+    return {
+        name: empty_safe_confusion_matrix_metric(SEGMENTATION_METRICS[name], confusion_matrix) for name in metric_names
+    }
+
+
+def compute_kaggle_dice(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """
+    Per-image, per-channel Dice with the Kaggle convention (empty vs empty = 1, empty vs
+    non-empty = 0).
+
+    Args:
+        y_pred: binarised prediction, shape (B, C, *spatial).
+        y: binary ground truth, same shape.
+
+    Returns:
+        Dice of shape (B, C).
+    """
+    return empty_safe_confusion_matrix_metric("f1 score", get_confusion_matrix(y_pred, y))
+
+
+def compute_presence_metrics(
+    presence_prob: torch.Tensor, presence_true: torch.Tensor, threshold: float = 0.5
+) -> dict[str, float | None]:
+    """
+    Image-level presence quality.
+
+    Args:
+        presence_prob: presence probabilities, shape (N,).
+        presence_true: 1 where the ground-truth mask is non-empty, shape (N,).
+        threshold: probabilities ``>= threshold`` are predicted present.
+
+    Returns:
+        ``presence_accuracy`` and ``presence_auroc`` (MONAI's ``compute_roc_auc``; None when the
+        ground truth holds a single class, where the AUROC is undefined).
+    """
+    presence_true = presence_true.to(torch.float32)
+    accuracy = ((presence_prob >= threshold).to(torch.float32) == presence_true).to(torch.float32).mean().item()
+    auroc = float(compute_roc_auc(presence_prob.to(torch.float32), presence_true))
+    return {"presence_accuracy": accuracy, "presence_auroc": None if math.isnan(auroc) else auroc}
+
+
+class KaggleDiceMetric(CumulativeIterationMetric):
+    """
+    Per-image Kaggle Dice (see :py:func:`compute_kaggle_dice`), accumulated over iterations.
+
+    Its buffer holds one score per image and channel; ``aggregate`` reduces it (mean by default),
+    so wrapped in ``monai.handlers.IgniteMetricHandler`` it can be the evaluator's
+    ``key_val_metric`` and its per-image scores land in ``engine.state.metric_details``::
+
+        IgniteMetricHandler(KaggleDiceMetric(), output_transform=from_engine(["pred", "label"]))
+
+    Args:
+        reduction: MONAI metric reduction mode, see ``monai.metrics.utils.do_metric_reduction``.
+        get_not_nans: whether ``aggregate`` also returns the ``not_nans`` count.
+    """
+
+    def __init__(self, reduction: MetricReduction | str = MetricReduction.MEAN, get_not_nans: bool = False) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.get_not_nans = get_not_nans
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """
+        Args:
+            y_pred: binarised prediction, shape (B, C, *spatial).
+            y: binary ground truth, same shape.
+        """
+        return compute_kaggle_dice(y_pred, y)
+
+    def aggregate(
+        self, reduction: MetricReduction | str | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            reduction: overrides ``self.reduction``; ``"none"`` gives the (N, C) per-image scores.
+        """
+        data = self.get_buffer()
+        if not isinstance(data, torch.Tensor):
+            raise ValueError("the data to aggregate must be PyTorch Tensor.")
+        f, not_nans = do_metric_reduction(data, reduction or self.reduction)
+        return (f, not_nans) if self.get_not_nans else f
+
+
+class BinarySegmentationMetrics(CumulativeIterationMetric):
+    """
+    All metrics of :py:data:`SEGMENTATION_METRICS` per image, accumulated over iterations.
+
+    The buffer holds the per-image confusion matrices (N, C, 4); ``aggregate`` turns them into a
+    dict of metrics, per image with ``reduction="none"`` or reduced (mean by default). Wrapped in
+    ``IgniteMetricHandler`` the reduced dict (one-element tensors, as MONAI's reductions give) is
+    flattened into ``engine.state.metrics``.
+
+    Args:
+        metric_names: keys of :py:data:`SEGMENTATION_METRICS`, default all.
+        reduction: MONAI metric reduction mode, see ``monai.metrics.utils.do_metric_reduction``.
+    """
+
+    def __init__(
+        self,
+        metric_names: Sequence[str] = tuple(SEGMENTATION_METRICS),
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+    ) -> None:
+        super().__init__()
+        unknown = set(metric_names) - set(SEGMENTATION_METRICS)
+        if unknown:
+            raise ValueError(
+                f"unknown metric names {sorted(unknown)}, expected a subset of {list(SEGMENTATION_METRICS)}."
+            )
+        self.metric_names = tuple(metric_names)
+        self.reduction = reduction
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """
+        Args:
+            y_pred: binarised prediction, shape (B, C, *spatial).
+            y: binary ground truth, same shape.
+
+        Returns:
+            confusion matrices, shape (B, C, 4).
+        """
+        return get_confusion_matrix(y_pred, y)
+
+    def aggregate(self, reduction: MetricReduction | str | None = None) -> dict[str, torch.Tensor]:
+        """
+        Args:
+            reduction: overrides ``self.reduction``; ``"none"`` gives (N, C) per-image values.
+        """
+        data = self.get_buffer()
+        if not isinstance(data, torch.Tensor):
+            raise ValueError("the data to aggregate must be PyTorch Tensor.")
+        values = segmentation_metrics_from_confusion_matrix(data, self.metric_names)
+        return {name: do_metric_reduction(v, reduction or self.reduction)[0] for name, v in values.items()}
+
+
+def _atomic_write(path: str, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it onto ``path``."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_segmentation_report(
+    output_dir: str,
+    confusion_matrix: torch.Tensor,
+    filenames: Sequence[str],
+    presence_prob: torch.Tensor | None = None,
+    presence_threshold: float = 0.5,
+    per_image_filename: str = "metrics_per_image.csv",
+    summary_filename: str = "metrics_summary.json",
+) -> dict[str, Any]:
+    """
+    Write the per-image CSV and the summary JSON of a binary segmentation evaluation.
+
+    The CSV has one row per image: ``filename``, every metric of :py:data:`SEGMENTATION_METRICS`
+    (averaged over channels when C > 1), ``gt_presence`` (1 if the ground truth has any foreground)
+    and, when given, ``presence_prob``. The JSON holds the mean of each metric over images,
+    ``num_images``, ``num_nonempty``, ``num_empty`` and, when ``presence_prob`` is given,
+    ``presence_accuracy`` and ``presence_auroc`` (see :py:func:`compute_presence_metrics`).
+    Both files are written atomically.
+
+    Args:
+        output_dir: folder of the two files, created if missing.
+        confusion_matrix: per-image confusion matrices, shape (N, C, 4).
+        filenames: N image identifiers.
+        presence_prob: optional presence probabilities, shape (N,).
+        presence_threshold: threshold of the presence accuracy.
+        per_image_filename: name of the CSV file.
+        summary_filename: name of the JSON file.
+
+    Returns:
+        the summary written to the JSON file.
+    """
+    n = confusion_matrix.shape[0]
+    if len(filenames) != n or (presence_prob is not None and presence_prob.numel() != n):
+        raise ValueError(
+            f"got {n} confusion matrices, {len(filenames)} filenames and "
+            f"{None if presence_prob is None else presence_prob.numel()} presence probabilities."
+        )
+    metrics = {k: v.mean(dim=1) for k, v in segmentation_metrics_from_confusion_matrix(confusion_matrix).items()}
+    gt_presence = (confusion_matrix[..., 0] + confusion_matrix[..., 3]).sum(dim=1) > 0  # TP + FN
+
+    columns: dict[str, list] = {"filename": list(filenames), **{k: v.tolist() for k, v in metrics.items()}}
+    columns["gt_presence"] = gt_presence.int().tolist()
+    summary: dict[str, Any] = {k: v.mean().item() for k, v in metrics.items()}
+    summary.update(num_images=n, num_nonempty=int(gt_presence.sum()), num_empty=n - int(gt_presence.sum()))
+    if presence_prob is not None:
+        presence_prob = presence_prob.reshape(-1).float()
+        columns["presence_prob"] = presence_prob.tolist()
+        summary.update(compute_presence_metrics(presence_prob, gt_presence, presence_threshold))
+
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(zip(*columns.values()))
+    os.makedirs(output_dir, exist_ok=True)
+    _atomic_write(os.path.join(output_dir, per_image_filename), table.getvalue())
+    _atomic_write(os.path.join(output_dir, summary_filename), json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _image_meta(batch: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Meta data of the ``image`` of each item of a decollated batch (empty for plain tensors)."""
+    return [getattr(item["image"], "meta", {}) for item in batch]
+
+
+class SegmentationReport:
+    """
+    Ignite handler that writes :py:func:`write_segmentation_report` files at the end of each run
+    of the engine it is attached to (typically a ``SupervisedEvaluator``, via ``val_handlers``).
+
+    On every iteration it records the per-image confusion matrices of the binarised ``pred`` against
+    ``label``, the image identifiers (``filename_or_obj`` of the batch meta data, as MONAI's
+    ``ClassificationSaver`` reads it; the running image index when absent) and, optionally, the
+    presence probabilities (e.g. stored by ``PresenceGatingd(presence_key="presence")``). In
+    multi-GPU evaluation the records are gathered and rank ``save_rank`` writes the files.
+
+    Example::
+
+        SegmentationReport(output_dir, presence_transform=from_engine("presence"))
+
+    Args:
+        output_dir: folder of the report files.
+        output_transform: extracts ``(y_pred, y)`` from ``engine.state.output``: lists of
+            channel-first tensors or batch-first tensors, binarised, shape (C, *spatial) per image.
+        batch_transform: extracts per-image meta data dicts (or one batched dict, decollated here)
+            from ``engine.state.batch``; the default reads ``item["image"].meta`` of the decollated
+            batch, as ``SupervisedEvaluator(decollate=True)`` (its default) leaves it.
+        presence_transform: if not None, extracts one presence probability per image from
+            ``engine.state.output``.
+        presence_threshold: threshold of the presence accuracy.
+        per_image_filename: name of the CSV file.
+        summary_filename: name of the JSON file.
+        save_rank: rank that writes the files in multi-GPU evaluation.
+        name: logger name, defaults to ``engine.logger``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        output_transform: Callable = from_engine(["pred", "label"]),
+        batch_transform: Callable = _image_meta,
+        presence_transform: Callable | None = None,
+        presence_threshold: float = 0.5,
+        per_image_filename: str = "metrics_per_image.csv",
+        summary_filename: str = "metrics_summary.json",
+        save_rank: int = 0,
+        name: str | None = None,
+    ) -> None:
+        self.output_dir = output_dir
+        self.output_transform = output_transform
+        self.batch_transform = batch_transform
+        self.presence_transform = presence_transform
+        self.presence_threshold = presence_threshold
+        self.per_image_filename = per_image_filename
+        self.summary_filename = summary_filename
+        self.save_rank = save_rank
+        self.logger = logging.getLogger(name)
+        self._name = name
+        self._metric = BinarySegmentationMetrics()
+        self._filenames: list[str] = []
+        self._presence: list[float] = []
+
+    def attach(self, engine: Engine) -> None:
+        """
+        Args:
+            engine: Ignite Engine, usually an evaluator.
+        """
+        if self._name is None:
+            self.logger = engine.logger
+        if not engine.has_event_handler(self._started, Events.EPOCH_STARTED):
+            engine.add_event_handler(Events.EPOCH_STARTED, self._started)
+        if not engine.has_event_handler(self, Events.ITERATION_COMPLETED):
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        if not engine.has_event_handler(self._finalize, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._finalize)
+
+    def _started(self, _engine: Engine) -> None:
+        self._metric.reset()
+        self._filenames = []
+        self._presence = []
+
+    def __call__(self, engine: Engine) -> None:
+        """
+        Record the current iteration.
+
+        Args:
+            engine: Ignite Engine, usually an evaluator.
+        """
+        meta_data = self.batch_transform(engine.state.batch)
+        if isinstance(meta_data, dict):
+            meta_data = decollate_batch(meta_data)
+        for m in meta_data:
+            self._filenames.append(f"{m.get(ImageMetaKey.FILENAME_OR_OBJ, len(self._filenames))}")
+        y_pred, y = self.output_transform(engine.state.output)
+        self._metric(y_pred, y)
+        if self.presence_transform is not None:
+            self._presence.extend(float(p) for p in self.presence_transform(engine.state.output))
+
+    def _finalize(self, _engine: Engine) -> None:
+        """Gather the records from all ranks and write the report on ``save_rank``."""
+        ws = idist.get_world_size()
+        if self.save_rank >= ws:
+            raise ValueError("target save rank is greater than the distributed group size.")
+        confusion_matrix = self._metric.get_buffer()
+        filenames = string_list_all_gather(self._filenames) if ws > 1 else self._filenames
+        presence = None
+        if self.presence_transform is not None:
+            presence = torch.tensor(self._presence, dtype=torch.float32)
+            if ws > 1:
+                presence = evenly_divisible_all_gather(presence, concat=True)
+        if idist.get_rank() == self.save_rank:
+            summary = write_segmentation_report(
+                self.output_dir,
+                confusion_matrix,
+                filenames,
+                presence,
+                self.presence_threshold,
+                self.per_image_filename,
+                self.summary_filename,
+            )
+            self.logger.info(f"segmentation report of {summary['num_images']} images written to {self.output_dir}.")

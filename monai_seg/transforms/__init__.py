@@ -1,0 +1,3 @@
+"""transforms"""
+
+from .presence import PresenceGatingd, gate_mask
