@@ -90,7 +90,7 @@ def save_overlay_grid(
 
 
 class TrainingCurves:
-    """Record the mean training loss per epoch and the evaluator's metrics; redraw the curves PNG each epoch.
+    """Record and log the mean training loss per epoch and the evaluator's metrics; redraw the curves PNG each epoch.
 
     Attach to the trainer (``train_handlers``), after the ``ValidationHandler`` so the epoch's
     validation metrics are in ``evaluator.state.metrics``.
@@ -120,6 +120,7 @@ class TrainingCurves:
     def __call__(self, engine: Engine) -> None:
         self.history["train_loss"].append(float(np.mean(self._losses)) if self._losses else float("nan"))
         self._losses = []
+        engine.logger.info(f"Epoch {engine.state.epoch}: mean train_loss {self.history['train_loss'][-1]:.4f}")
         if self.evaluator is not None:
             for name, value in self.evaluator.state.metrics.items():
                 if isinstance(value, (int, float)):

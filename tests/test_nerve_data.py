@@ -43,7 +43,7 @@ def dataset(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    return make_nerve_demo(tmp_path_factory.mktemp("demo") / "nerve")
+    return make_nerve_demo(tmp_path_factory.mktemp("demo") / "nerve", num_subjects=6, images_per_subject=10, num_test=12)
 
 
 def fake_datalist(counts):
@@ -278,4 +278,4 @@ def test_ensure_nerve_demo(tmp_path):
     assert sorted(os.listdir(root)) == ["test", "train", "train_masks.csv"]  # no staging folder left
     stamp = os.path.getmtime(root / "train")
     assert ensure_nerve_demo(root) == str(root) and os.path.getmtime(root / "train") == stamp
-    assert len(nerve_datalist(root)) == 60
+    assert len(nerve_datalist(root)) == 120  # the default demo: 10 subjects x 12 images

@@ -180,3 +180,10 @@ class TestTwoHeadUNet(NetTester):
         with eval_mode(net):
             for size in ((80, 112), (64, 64), (160, 224)):
                 assert net(torch.randn(1, 1, *size)).shape == (1, 2, *size)
+
+    def test_presence_pool(self):
+        net = TwoHeadUNet(2, 1, 1, channels=(16, 32, 64), presence_grid=1, presence_pool="max")
+        assert isinstance(net.presence_head[1], nn.AdaptiveMaxPool2d)
+        assert net.presence_head[3].in_features == 1
+        with pytest.raises(ValueError, match="presence_pool"):
+            TwoHeadUNet(2, 1, 1, presence_pool="median")

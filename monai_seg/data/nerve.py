@@ -485,9 +485,9 @@ def make_nerve_test_images(
 
 def make_nerve_demo(
     dataset_dir: str | os.PathLike,
-    num_subjects: int = 6,
-    images_per_subject: int = 10,
-    num_test: int = 12,
+    num_subjects: int = 10,
+    images_per_subject: int = 12,
+    num_test: int = 20,
     seed: int = 0,
     size: tuple[int, int] = NERVE_IMAGE_SHAPE,
     overwrite: bool = False,

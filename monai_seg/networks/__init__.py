@@ -17,3 +17,4 @@ from .blocks import (
 from .r2unet import R2UNet, RUNet
 from .resunet import ResUNet
 from .two_head_unet import TwoHeadUNet
+from .wrappers import FirstOutput

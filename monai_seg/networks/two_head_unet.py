@@ -22,6 +22,8 @@ from monai_seg.networks.blocks import (
 
 __all__ = ["TwoHeadUNet"]
 
+_PRESENCE_POOLS = {"avg": Pool.ADAPTIVEAVG, "max": Pool.ADAPTIVEMAX}
+
 
 class TwoHeadUNet(EncoderDecoderNet):
     """U-Net with inception blocks and an image-level presence head on the bottleneck, in 1D/2D/3D.
@@ -55,6 +57,10 @@ class TwoHeadUNet(EncoderDecoderNet):
         norm: normalisation type and arguments.
         presence_grid: grid the bottleneck's presence map is pooled to before the linear layer,
             an int for every axis or one value per axis.
+        presence_pool: ``"avg"`` (the reference head: a position-weighted average of the presence
+            map) or ``"max"``; ``presence_pool="max", presence_grid=1`` makes the presence logit
+            invariant to where the structure is (an affine function of the map's maximum), which
+            generalises better when the structure's position varies between subjects.
         skip_scale: scale of the residual branch in the skip blocks.
         dropout_location: ``"all"``, or ``"decoder"`` to keep the encoder and the presence head
             deterministic (cheaper Monte-Carlo dropout with :class:`monai_seg.inferers.MCDropoutInferer`).
@@ -75,10 +81,13 @@ class TwoHeadUNet(EncoderDecoderNet):
         act: str | tuple = "elu",
         norm: str | tuple = "batch",
         presence_grid: Sequence[int] | int = 4,
+        presence_pool: str = "avg",
         skip_scale: float = 0.1,
         dropout_location: str = "all",
     ) -> None:
         channels = check_net_args(spatial_dims, in_channels, out_channels, channels, dropout)
+        if presence_pool not in _PRESENCE_POOLS:
+            raise ValueError(f"presence_pool must be one of {tuple(_PRESENCE_POOLS)}, got {presence_pool!r}.")
         encoder_dropout = dropout if check_dropout_location(dropout_location) else 0.0
         grid = ensure_tuple_rep(presence_grid, spatial_dims)
 
@@ -105,7 +114,7 @@ class TwoHeadUNet(EncoderDecoderNet):
         super().__init__(encoder, decoder, Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1))
         self.presence_head = nn.Sequential(
             Conv[Conv.CONV, spatial_dims](channels[-1], 1, kernel_size=1),
-            Pool[Pool.ADAPTIVEAVG, spatial_dims](grid),
+            Pool[_PRESENCE_POOLS[presence_pool], spatial_dims](grid),
             nn.Flatten(),
             nn.Linear(math.prod(grid), 1),
         )

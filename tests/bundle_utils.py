@@ -1,0 +1,28 @@
+"""Run a repository bundle in-process, with its outputs redirected to a temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from monai.bundle import run
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = REPO / "bundles"
+SCHEMA = REPO / "monai_seg" / "resources" / "meta_schema.json"
+
+
+def config_files(bundle: str, *names: str) -> list[str]:
+    """Paths of ``bundles/<bundle>/configs/<name>`` for each name, in merge order."""
+    return [str(BUNDLES / bundle / "configs" / name) for name in names]
+
+
+def run_bundle(bundle: str, names: list[str], run_id: str = "run", **override) -> None:
+    """``python -m monai.bundle run <run_id> --config_file [...] --<key> <value> ...``, in this process."""
+    files = config_files(bundle, *names)
+    run(
+        run_id=run_id,
+        config_file=files if len(files) > 1 else files[0],
+        meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
+        logging_file=str(BUNDLES / bundle / "configs" / "logging.conf"),
+        **override,
+    )
