@@ -1,4 +1,4 @@
-"""metrics"""
+"""Metrics MONAI lacks: Kaggle per-image Dice and the binary report, uncertainty quality."""
 
 from .segmentation import (
     SEGMENTATION_METRICS,
@@ -10,4 +10,12 @@ from .segmentation import (
     empty_safe_confusion_matrix_metric,
     segmentation_metrics_from_confusion_matrix,
     write_segmentation_report,
+)
+from .uncertainty import (
+    MeanCalibrationErrorMetric,
+    UncertaintyErrorAUROCMetric,
+    UncertaintyErrorOverlapMetric,
+    compute_uncertainty_error_auroc,
+    compute_uncertainty_error_overlap,
+    max_uncertainty,
 )

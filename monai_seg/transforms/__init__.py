@@ -1,3 +1,4 @@
 """transforms"""
 
 from .presence import PresenceGatingd, gate_mask
+from .uncertainty import SplitUncertaintyd
