@@ -4,6 +4,21 @@ Kaggle 2016 ultrasound nerve segmentation: :func:`nerve_datalist`, :func:`valida
 :func:`nerve_split` (by subject), :func:`make_nerve_demo`, Kaggle RLE and submission files.
 """
 
+from .brats import (
+    BRATS_LABEL_VALUES,
+    BRATS_MODALITIES,
+    BRATS_REGIONS,
+    brats_case_name,
+    brats_datalist,
+    brats_label_values,
+    brats_name_formatter,
+    brats_slices,
+    brats_split,
+    ensure_brats_demo,
+    make_brats_demo,
+    regions_to_brats_labels,
+    validate_brats,
+)
 from .nerve import (
     ensure_nerve_demo,
     make_nerve_demo,

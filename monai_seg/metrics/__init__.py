@@ -1,5 +1,6 @@
-"""Metrics MONAI lacks: Kaggle per-image Dice and the binary report, uncertainty quality."""
+"""Metrics MONAI lacks: Kaggle per-image Dice and the binary report, BraTS volume metrics, uncertainty quality."""
 
+from .brats import VOLUME_METRICS, BraTSReport, UncertaintyFigures, compute_volume_metrics, save_uncertainty_figure
 from .segmentation import (
     SEGMENTATION_METRICS,
     BinarySegmentationMetrics,

@@ -1,0 +1,409 @@
+"""Per-case evaluation of Monte-Carlo dropout segmentations of 3D volumes (the BraTS bundle): region
+metrics, uncertainty quality, a CSV / JSON report and a figure per case.
+
+Per case and region (binary channel, e.g. WT, or TC / WT / ET):
+
+- ``dice``, ``sensitivity``, ``specificity``: from MONAI's confusion matrix with this package's
+  empty-safe convention (:func:`~monai_seg.metrics.segmentation_metrics_from_confusion_matrix`);
+- ``hd95``: MONAI's 95th-percentile Hausdorff distance in mm (voxel spacing from the affine);
+  0 when prediction and ground truth are both empty, NaN when only one is;
+- ``uncertainty_auroc``: AUROC of the uncertainty map as a detector of the voxel errors
+  (:func:`~monai_seg.metrics.compute_uncertainty_error_auroc`), inside the brain;
+- ``ece``: expected calibration error of the mean probability (MONAI's ``CalibrationErrorMetric``),
+  inside the brain.
+
+The brain is where any input channel is non-zero (skull-stripped MRI), so that the easy background
+does not inflate the uncertainty metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ignite.distributed as idist
+import matplotlib
+import nibabel as nib
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.data import MetaTensor
+from monai.data.utils import affine_to_spacing
+from monai.metrics import CalibrationErrorMetric, compute_hausdorff_distance, get_confusion_matrix
+from monai.utils import ImageMetaKey, evenly_divisible_all_gather, string_list_all_gather
+
+from monai_seg.data.brats import brats_case_name
+from monai_seg.metrics.segmentation import _atomic_write, segmentation_metrics_from_confusion_matrix
+from monai_seg.metrics.uncertainty import compute_uncertainty_error_auroc
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["VOLUME_METRICS", "compute_volume_metrics", "BraTSReport", "save_uncertainty_figure", "UncertaintyFigures"]
+
+VOLUME_METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity", "uncertainty_auroc", "ece")
+"""Per-region columns of :class:`BraTSReport`, in order."""
+
+
+def _array(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A plain CPU tensor (drops MetaTensor metadata)."""
+    x = x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
+    return x.detach().cpu()
+
+
+def compute_volume_metrics(
+    prob: torch.Tensor,
+    uncertainty: torch.Tensor,
+    label: torch.Tensor,
+    brain: torch.Tensor,
+    spacing: Sequence[float] | None = None,
+    threshold: float = 0.5,
+    num_bins: int = 10,
+) -> dict[str, torch.Tensor]:
+    """Region and uncertainty metrics of one volume (see the module docstring).
+
+    Args:
+        prob: (C, *spatial) mean probability per region.
+        uncertainty: (C, *spatial) uncertainty per region (e.g. the entropy or std map).
+        label: (C, *spatial) binary ground truth.
+        brain: (*spatial) bool mask of the voxels scored by ``uncertainty_auroc`` and ``ece``.
+        spacing: voxel size in mm per spatial axis for ``hd95``; None for 1 mm.
+        threshold: probability threshold of the prediction.
+        num_bins: probability bins of the calibration error.
+
+    Returns:
+        one (C,) float tensor per name of :data:`VOLUME_METRICS`.
+    """
+    prob, uncertainty, label = _array(prob).float(), _array(uncertainty).float(), _array(label) > 0.5
+    pred = prob > threshold
+    confusion = get_confusion_matrix(pred[None].float(), label[None].float())
+    names = ("dice", "sensitivity", "specificity")
+    metrics = {k: v[0] for k, v in segmentation_metrics_from_confusion_matrix(confusion, names).items()}
+    with warnings.catch_warnings():  # MONAI warns about empty masks; they are handled below
+        warnings.filterwarnings("ignore", message=".* is all 0, this may result in nan/inf distance")
+        hd95 = compute_hausdorff_distance(
+            pred[None], label[None], include_background=True, percentile=95, spacing=spacing
+        )
+    both_empty = ~pred.flatten(1).any(1) & ~label.flatten(1).any(1)
+    metrics["hd95"] = torch.where(both_empty, 0.0, hd95[0].float())
+
+    inside = _array(brain).bool().flatten()
+    inside = inside if inside.any() else torch.ones_like(inside)
+
+    def scored(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, inside][None]  # (1, C, voxels in the brain)
+
+    p, u, y = scored(prob), scored(uncertainty), scored(label)
+    metrics["uncertainty_auroc"] = compute_uncertainty_error_auroc(u, (p > threshold) != y)[0]
+    calibration = CalibrationErrorMetric(num_bins=num_bins, metric_reduction="none")
+    metrics["ece"] = calibration(y_pred=p, y=y.float())[0].float()
+    return {name: metrics[name].float() for name in VOLUME_METRICS}
+
+
+def _case_name(item: Mapping, image_key: str) -> str:
+    """The case of a decollated output item, from its image's ``filename_or_obj``."""
+    meta = getattr(item[image_key], "meta", {})
+    return brats_case_name(meta[ImageMetaKey.FILENAME_OR_OBJ]) if ImageMetaKey.FILENAME_OR_OBJ in meta else ""
+
+
+def _spacing(x: torch.Tensor) -> list[float] | None:
+    """Voxel size in mm from a MetaTensor's affine; None for a plain tensor."""
+    if not isinstance(x, MetaTensor):
+        return None
+    return affine_to_spacing(x.affine, r=x.dim() - 1).tolist()
+
+
+class BraTSReport:
+    """
+    Ignite handler that scores each case of an evaluator run (:func:`compute_volume_metrics`) and,
+    at the end of the run, writes a per-case CSV and a summary JSON (both atomically).
+
+    The CSV has one row per case: ``case`` and ``<metric>_<region>`` for every metric of
+    :data:`VOLUME_METRICS` and region. The JSON holds the mean of each column over the cases
+    (ignoring NaN), the number of cases, the threshold and the name of the uncertainty map. In
+    multi-GPU evaluation the rows are gathered and rank ``save_rank`` writes the files.
+
+    It reads the decollated ``engine.state.output`` items after ``postprocessing``: all maps must
+    be on the label's grid (``Invertd`` them first).
+
+    Args:
+        output_dir: folder of the report files.
+        regions: names of the label / probability channels, e.g. ``("WT",)`` or ``("TC", "WT", "ET")``.
+        prob_key: key of the mean probability (C, *spatial).
+        uncertainty_key: key of the uncertainty map (C, *spatial).
+        label_key: key of the binary ground truth (C, *spatial).
+        image_key: key of the input image; its non-zero voxels are the brain, its file names the case.
+        threshold: probability threshold of the prediction.
+        num_bins: probability bins of the calibration error.
+        per_case_filename: name of the CSV file.
+        summary_filename: name of the JSON file.
+        save_rank: rank that writes the files in multi-GPU evaluation.
+        name: logger name, defaults to ``engine.logger``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        regions: Sequence[str] = ("WT",),
+        prob_key: str = "pred_prob",
+        uncertainty_key: str = "pred_entropy",
+        label_key: str = "label",
+        image_key: str = "image",
+        threshold: float = 0.5,
+        num_bins: int = 10,
+        per_case_filename: str = "metrics_per_case.csv",
+        summary_filename: str = "metrics_summary.json",
+        save_rank: int = 0,
+        name: str | None = None,
+    ) -> None:
+        self.output_dir = output_dir
+        self.regions = tuple(regions)
+        self.prob_key = prob_key
+        self.uncertainty_key = uncertainty_key
+        self.label_key = label_key
+        self.image_key = image_key
+        self.threshold = threshold
+        self.num_bins = num_bins
+        self.per_case_filename = per_case_filename
+        self.summary_filename = summary_filename
+        self.save_rank = save_rank
+        self.logger = logging.getLogger(name)
+        self._name = name
+        self._cases: list[str] = []
+        self._rows: list[torch.Tensor] = []
+
+    @property
+    def columns(self) -> list[str]:
+        """The metric columns of the CSV, ``<metric>_<region>``."""
+        return [f"{metric}_{region}" for metric in VOLUME_METRICS for region in self.regions]
+
+    def attach(self, engine: Engine) -> None:
+        """
+        Args:
+            engine: Ignite Engine, usually an evaluator.
+        """
+        if self._name is None:
+            self.logger = engine.logger
+        engine.add_event_handler(Events.EPOCH_STARTED, self._started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._finalize)
+
+    def _started(self, _engine: Engine) -> None:
+        self._cases, self._rows = [], []
+
+    def __call__(self, engine: Engine) -> None:
+        """
+        Score the cases of the current iteration.
+
+        Args:
+            engine: Ignite Engine, usually an evaluator.
+        """
+        for item in engine.state.output:
+            label = item[self.label_key]
+            if label.shape[0] != len(self.regions):
+                raise ValueError(f"label has {label.shape[0]} channels but regions are {self.regions}.")
+            metrics = compute_volume_metrics(
+                item[self.prob_key],
+                item[self.uncertainty_key],
+                label,
+                (_array(item[self.image_key]) != 0).any(0),
+                spacing=_spacing(label),
+                threshold=self.threshold,
+                num_bins=self.num_bins,
+            )
+            self._cases.append(_case_name(item, self.image_key) or str(len(self._cases)))
+            self._rows.append(torch.cat([metrics[name] for name in VOLUME_METRICS]))
+
+    def _finalize(self, _engine: Engine) -> None:
+        """Gather the rows from all ranks and write the report on ``save_rank``."""
+        ws = idist.get_world_size()
+        if self.save_rank >= ws:
+            raise ValueError("target save rank is greater than the distributed group size.")
+        rows = torch.stack(self._rows) if self._rows else torch.zeros(0, len(self.columns))
+        cases = self._cases
+        if ws > 1:
+            rows, cases = evenly_divisible_all_gather(rows, concat=True), string_list_all_gather(cases)
+        if idist.get_rank() != self.save_rank:
+            return
+        table = io.StringIO()
+        writer = csv.writer(table, lineterminator="\n")
+        writer.writerow(["case", *self.columns])
+        writer.writerows([case, *values] for case, values in zip(cases, rows.tolist()))
+        summary: dict[str, Any] = {
+            column: None if torch.isnan(values).all() else values.nanmean().item()
+            for column, values in zip(self.columns, rows.T)
+        }
+        summary.update(num_cases=len(cases), threshold=self.threshold, uncertainty=self.uncertainty_key)
+        os.makedirs(self.output_dir, exist_ok=True)
+        _atomic_write(os.path.join(self.output_dir, self.per_case_filename), table.getvalue())
+        _atomic_write(os.path.join(self.output_dir, self.summary_filename), json.dumps(summary, indent=2) + "\n")
+        self.logger.info(f"BraTS report of {len(cases)} cases written to {self.output_dir}: {summary}")
+
+
+_CONTOUR_COLOURS = ("lime", "red", "cyan", "yellow")
+
+
+def _to_ras(x: torch.Tensor | np.ndarray, affine: np.ndarray | None) -> np.ndarray:
+    """(C, *spatial) array reoriented to RAS axes (a permutation and flips, no resampling)."""
+    array = _array(x).float().numpy()
+    if affine is None:
+        return array
+    ornt = nib.orientations.io_orientation(np.asarray(affine))
+    return np.stack([nib.orientations.apply_orientation(channel, ornt) for channel in array])
+
+
+def _axial(volume: np.ndarray, index: int) -> np.ndarray:
+    """Axial slice ``index`` of a RAS (*spatial) volume, in radiological display (patient right on the left)."""
+    return volume[:, :, index].T[::-1, ::-1]
+
+
+def _slices_to_show(mask: np.ndarray, num_slices: int) -> list[int]:
+    """``num_slices`` axial indices spread over the extent of ``mask`` (H, W, D); the middle slice if empty."""
+    present = np.flatnonzero(mask.any((0, 1)))
+    if present.size == 0:
+        return [mask.shape[2] // 2]
+    chosen = np.linspace(present[0], present[-1], num_slices + 2)[1:-1] if present.size > num_slices else present
+    return sorted({int(round(k)) for k in chosen})
+
+
+def save_uncertainty_figure(
+    image: torch.Tensor,
+    prob: torch.Tensor,
+    uncertainty: torch.Tensor,
+    filename: str,
+    label: torch.Tensor | None = None,
+    channel: int = 0,
+    image_channel: int = 0,
+    num_slices: int = 3,
+    threshold: float = 0.5,
+    uncertainty_name: str = "uncertainty",
+    title: str | None = None,
+) -> None:
+    """The BraTS study's figure for one volume: a row per axial slice with the input and the ground-truth
+    outline, the prediction (mean probability and its outline) and the uncertainty map.
+
+    Slices are spread over the tumour (ground truth, else prediction); volumes are shown in RAS axes in
+    radiological convention (patient right on the left). Outlines of the ground truth (first column) and of
+    the prediction (second column, over the mean probability) are drawn for every channel, in the colours
+    green, red, cyan, yellow in channel order; the probability and uncertainty maps show ``channel``.
+
+    Args:
+        image: (C_in, H, W, D) input; a MetaTensor's affine orients the display.
+        prob: (C, H, W, D) mean probability on the image's grid.
+        uncertainty: (C, H, W, D) uncertainty map.
+        filename: PNG file to write.
+        label: (C, H, W, D) binary ground truth, or None.
+        channel: channel of ``prob`` / ``uncertainty`` shown as heat maps.
+        image_channel: input channel in the background (0: FLAIR in BraTS order).
+        num_slices: rows of the figure.
+        threshold: probability threshold of the prediction outline.
+        uncertainty_name: title of the uncertainty column.
+        title: figure title (e.g. the case).
+    """
+    affine = image.affine.numpy() if isinstance(image, MetaTensor) else None
+    background = _to_ras(image, affine)[image_channel]
+    prob_ras, unc_ras = _to_ras(prob, affine), _to_ras(uncertainty, affine)
+    label_ras = None if label is None else _to_ras(label, affine) > 0.5
+    tumour = label_ras if label_ras is not None and label_ras.any() else prob_ras > threshold
+    shown = _slices_to_show(tumour.any(0), num_slices)
+    top = max(float(unc_ras[channel].max()), 1e-6)
+    first = "input + ground truth" if label is not None else "input"
+    columns = [first, "mean probability + prediction", uncertainty_name]
+    fig, axes = plt.subplots(len(shown), 3, figsize=(10.0, 3.0 * len(shown)), squeeze=False, layout="constrained")
+    for row, k in enumerate(shown):
+        axes[row, 0].imshow(_axial(background, k), cmap="gray")
+        prob_image = axes[row, 1].imshow(_axial(prob_ras[channel], k), cmap="viridis", vmin=0, vmax=1)
+        unc_image = axes[row, 2].imshow(_axial(unc_ras[channel], k), cmap="magma", vmin=0, vmax=top)
+        for c in range(len(prob_ras)):
+            colour = _CONTOUR_COLOURS[c % len(_CONTOUR_COLOURS)]
+            if label_ras is not None:
+                axes[row, 0].contour(_axial(label_ras[c], k).astype(float), levels=[0.5], colors=colour, linewidths=1)
+            axes[row, 1].contour(_axial(prob_ras[c], k), levels=[threshold], colors=colour, linewidths=1)
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{columns[col]}, slice {k}" if col == 0 else columns[col], fontsize=8)
+    fig.colorbar(prob_image, ax=axes[:, 1], shrink=0.8)
+    fig.colorbar(unc_image, ax=axes[:, 2], shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
+    root, ext = os.path.splitext(filename)
+    tmp = f"{root}.tmp{ext}"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, filename)
+
+
+class UncertaintyFigures:
+    """Ignite handler that saves :func:`save_uncertainty_figure` as ``<output_dir>/<case>_uncertainty.png``
+    for every case of an evaluator run (inference or evaluation).
+
+    It reads the decollated ``engine.state.output`` items after ``postprocessing``, with the image and
+    all maps on one grid (``Invertd`` them first); the label is drawn when the item has one.
+
+    Args:
+        output_dir: folder of the PNG files.
+        prob_key: key of the mean probability.
+        uncertainty_key: key of the uncertainty map shown.
+        label_key: key of the binary ground truth (optional in the items).
+        image_key: key of the input image; its ``filename_or_obj`` names the case.
+        channel: probability / uncertainty channel shown as heat maps.
+        num_slices: axial slices per figure.
+        threshold: probability threshold of the prediction outline.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        prob_key: str = "pred_prob",
+        uncertainty_key: str = "pred_std",
+        label_key: str = "label",
+        image_key: str = "image",
+        channel: int = 0,
+        num_slices: int = 3,
+        threshold: float = 0.5,
+    ) -> None:
+        self.output_dir = output_dir
+        self.prob_key = prob_key
+        self.uncertainty_key = uncertainty_key
+        self.label_key = label_key
+        self.image_key = image_key
+        self.channel = channel
+        self.num_slices = num_slices
+        self.threshold = threshold
+
+    def attach(self, engine: Engine) -> None:
+        """
+        Args:
+            engine: Ignite Engine, usually an evaluator.
+        """
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        """
+        Save the figures of the current iteration.
+
+        Args:
+            engine: Ignite Engine, usually an evaluator.
+        """
+        for index, item in enumerate(engine.state.output):
+            case = _case_name(item, self.image_key) or f"{engine.state.iteration}_{index}"
+            save_uncertainty_figure(
+                item[self.image_key],
+                item[self.prob_key],
+                item[self.uncertainty_key],
+                os.path.join(self.output_dir, f"{case}_uncertainty.png"),
+                label=item.get(self.label_key),
+                channel=self.channel,
+                num_slices=self.num_slices,
+                threshold=self.threshold,
+                uncertainty_name=self.uncertainty_key.split("_", 1)[-1],
+                title=case,
+            )
