@@ -7,7 +7,10 @@ to MONAI ``UNet``'s in the same run and to a measured fp32 matmul ceiling.
 
 Usage::
 
-    python bench/nets.py [--batch 8] [--repeats 5] [--threads N]
+    python bench/nets.py [--batch 8] [--repeats 5] [--threads N] [--cpu-time]
+
+``--cpu-time`` times with the process's CPU time instead of the wall clock: with ``--threads 1`` it
+equals the wall time of an idle machine and stays meaningful while other jobs load the machine.
 """
 
 from __future__ import annotations
@@ -38,14 +41,14 @@ def build_nets(in_channels: int) -> dict[str, nn.Module]:
     }
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+def median_seconds(fn: Callable[[], object], repeats: int, clock: Callable[[], float], warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
@@ -55,13 +58,13 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def matmul_ceiling(repeats: int, n: int = 2048) -> float:
+def matmul_ceiling(repeats: int, clock: Callable[[], float], n: int = 2048) -> float:
     """Achieved fp32 FLOP/s of an n x n matmul: the practical ceiling of this CPU."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / median_seconds(lambda: a @ b, repeats)
+    return 2 * n**3 / median_seconds(lambda: a @ b, repeats, clock)
 
 
-def measure(net: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
+def measure(net: nn.Module, x: torch.Tensor, repeats: int, clock: Callable[[], float]) -> dict[str, float]:
     loss_fn = DiceLoss(sigmoid=True)
     optimizer = torch.optim.Adam(net.parameters(), 1e-4)
     y = (torch.rand(x.shape[0], 1, *x.shape[2:]) > 0.5).float()
@@ -76,9 +79,9 @@ def measure(net: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
         net(x)
 
     net.train()
-    train_flops, train_s = count_flops(train_step), median_seconds(train_step, repeats)
+    train_flops, train_s = count_flops(train_step), median_seconds(train_step, repeats, clock)
     net.eval()
-    infer_flops, infer_s = count_flops(infer), median_seconds(infer, repeats)
+    infer_flops, infer_s = count_flops(infer), median_seconds(infer, repeats, clock)
     return {
         "params": sum(p.numel() for p in net.parameters()) / 1e6,
         "train_img_s": x.shape[0] / train_s,
@@ -94,13 +97,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--cpu-time", action="store_true", help="time with process CPU time, not wall time")
     args = parser.parse_args()
+    clock = time.process_time if args.cpu_time else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    ceiling = matmul_ceiling(args.repeats) / 1e9
+    ceiling = matmul_ceiling(args.repeats, clock) / 1e9
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+          f"{'CPU' if args.cpu_time else 'wall'} time, "
           f"fp32 matmul ceiling {ceiling:.1f} GFLOP/s\n")
     header = ("| size | net | params (M) | GFLOP/img (fwd) | train img/s | train GFLOP/s | train eff. vs UNet "
               "| train % of ceiling | infer img/s | infer GFLOP/s | infer eff. vs UNet |")
@@ -110,7 +116,7 @@ def main() -> None:
         x = torch.randn(args.batch, in_channels, *spatial)
         reference = None
         for name, net in build_nets(in_channels).items():
-            r = measure(net, x, args.repeats)
+            r = measure(net, x, args.repeats, clock)
             reference = reference or r
             print(f"| {size_name} | {name} | {r['params']:.2f} | {r['gflop_img']:.3f} | {r['train_img_s']:.1f} "
                   f"| {r['train_gflop_s']:.1f} | {r['train_gflop_s'] / reference['train_gflop_s']:.2f}x "

@@ -17,10 +17,10 @@ from monai.utils import min_version, optional_import  # noqa: E402
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
-__all__ = ["OverlayGrid", "TrainingCurves", "save_overlay_grid", "save_training_curves"]
+__all__ = ["OverlayGrid", "TrainingCurves", "save_figure", "save_overlay_grid", "save_training_curves"]
 
 
-def _savefig(fig: plt.Figure, filename: str) -> None:
+def save_figure(fig: plt.Figure, filename: str) -> None:
     """Save a figure atomically (a temporary file renamed into place) and close it."""
     os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
     root, ext = os.path.splitext(filename)
@@ -45,7 +45,7 @@ def save_training_curves(history: dict[str, Sequence[float]], filename: str) -> 
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    _savefig(fig, filename)
+    save_figure(fig, filename)
 
 
 def _to_2d(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -86,7 +86,7 @@ def save_overlay_grid(
                 title += f" (presence {presence[row]:.2f})"
             ax.set_title(title, fontsize=8)
             ax.axis("off")
-    _savefig(fig, filename)
+    save_figure(fig, filename)
 
 
 class TrainingCurves:

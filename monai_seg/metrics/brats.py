@@ -39,8 +39,10 @@ from monai.metrics import CalibrationErrorMetric, compute_hausdorff_distance, ge
 from monai.utils import ImageMetaKey, evenly_divisible_all_gather, string_list_all_gather
 
 from monai_seg.data.brats import brats_case_name
-from monai_seg.metrics.segmentation import _atomic_write, segmentation_metrics_from_confusion_matrix
+from monai_seg.metrics.segmentation import segmentation_metrics_from_confusion_matrix
 from monai_seg.metrics.uncertainty import compute_uncertainty_error_auroc
+from monai_seg.utils import atomic_write_text
+from monai_seg.visualize import save_figure
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -241,8 +243,8 @@ class BraTSReport:
         }
         summary.update(num_cases=len(cases), threshold=self.threshold, uncertainty=self.uncertainty_key)
         os.makedirs(self.output_dir, exist_ok=True)
-        _atomic_write(os.path.join(self.output_dir, self.per_case_filename), table.getvalue())
-        _atomic_write(os.path.join(self.output_dir, self.summary_filename), json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(os.path.join(self.output_dir, self.per_case_filename), table.getvalue())
+        atomic_write_text(os.path.join(self.output_dir, self.summary_filename), json.dumps(summary, indent=2) + "\n")
         self.logger.info(f"BraTS report of {len(cases)} cases written to {self.output_dir}: {summary}")
 
 
@@ -333,12 +335,7 @@ def save_uncertainty_figure(
     fig.colorbar(unc_image, ax=axes[:, 2], shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=10)
-    os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
-    root, ext = os.path.splitext(filename)
-    tmp = f"{root}.tmp{ext}"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, filename)
+    save_figure(fig, filename)
 
 
 class UncertaintyFigures:

@@ -45,6 +45,8 @@ from monai.metrics import (
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import ImageMetaKey, MetricReduction, evenly_divisible_all_gather, string_list_all_gather
 
+from monai_seg.utils import atomic_write_text
+
 __all__ = [
     "SEGMENTATION_METRICS",
     "empty_safe_confusion_matrix_metric",
@@ -231,18 +233,6 @@ class BinarySegmentationMetrics(CumulativeIterationMetric):
         return {name: do_metric_reduction(v, reduction or self.reduction)[0] for name, v in values.items()}
 
 
-def _atomic_write(path: str, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it onto ``path``."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_segmentation_report(
     output_dir: str,
     confusion_matrix: torch.Tensor,
@@ -297,8 +287,8 @@ def write_segmentation_report(
     writer.writerow(columns)
     writer.writerows(zip(*columns.values()))
     os.makedirs(output_dir, exist_ok=True)
-    _atomic_write(os.path.join(output_dir, per_image_filename), table.getvalue())
-    _atomic_write(os.path.join(output_dir, summary_filename), json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(os.path.join(output_dir, per_image_filename), table.getvalue())
+    atomic_write_text(os.path.join(output_dir, summary_filename), json.dumps(summary, indent=2) + "\n")
     return summary
 
 
