@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -29,13 +28,7 @@ from monai_seg.transforms.uncertainty import SplitUncertaintyd
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "uncertainty.md"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny nets: one intra-op thread is fastest and keeps timings steady on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_net(out_channels: int = 1) -> nn.Module:

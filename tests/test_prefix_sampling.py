@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn as nn
@@ -13,13 +11,7 @@ from monai_seg.inferers import MCDropoutInferer, mc_dropout_mode, split_determin
 from monai_seg.networks import R2UNet, ResUNet, TwoHeadUNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny nets: one intra-op thread is fastest and keeps timings steady on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def head_dropout_net() -> nn.Module:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from monai.metrics import CalibrationErrorMetric
@@ -17,13 +15,7 @@ from monai_seg.metrics import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny nets: one intra-op thread is fastest and keeps timings steady on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pairwise_auroc(scores: torch.Tensor, errors: torch.Tensor) -> float:

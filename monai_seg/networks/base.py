@@ -11,6 +11,10 @@ from monai_seg.networks.blocks import check_spatial_size
 
 __all__ = ["EncoderDecoderNet", "check_net_args"]
 
+# a leaf for torch.fx: its loop over the input's shape cannot be traced symbolically, and
+# MCDropoutInferer traces the nets to find their deterministic prefix
+torch.fx.wrap("check_spatial_size")
+
 
 def check_net_args(
     spatial_dims: int, in_channels: int, out_channels: int, channels: Sequence[int], dropout: float
