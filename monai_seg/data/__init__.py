@@ -1,7 +1,8 @@
 """Dataset readers, validation, splits, Kaggle RLE and demo-data generators.
 
-Kaggle 2016 ultrasound nerve segmentation: :func:`nerve_datalist`, :func:`validate_nerve_pairs`,
-:func:`nerve_split` (by subject), :func:`make_nerve_demo`, Kaggle RLE and submission files.
+Each real layout has a reader (``*_datalist``), a validation pass that names the bad file, a split
+(by subject/case, never by slice or image) and a deterministic demo generator in the same layout:
+Kaggle 2016 ultrasound nerve (with RLE and submission files), BraTS, ISIC, DRIVE and X-ray folders.
 """
 
 from .brats import (
@@ -19,6 +20,15 @@ from .brats import (
     regions_to_brats_labels,
     validate_brats,
 )
+from .drive import (
+    DRIVE_IMAGE_SHAPE,
+    drive_datalist,
+    drive_split,
+    ensure_drive_demo,
+    make_drive_demo,
+    validate_drive_pairs,
+)
+from .isic import ensure_isic_demo, isic_datalist, isic_split, make_isic_demo, validate_isic_pairs
 from .nerve import (
     ensure_nerve_demo,
     make_nerve_demo,
@@ -30,3 +40,11 @@ from .nerve import (
     validate_nerve_pairs,
 )
 from .rle import NERVE_IMAGE_SHAPE, read_train_masks_csv, rle_decode, rle_encode, write_submission
+from .xray import (
+    XRAY_CLASSES,
+    ensure_xray_demo,
+    make_xray_demo,
+    validate_xray_pairs,
+    xray_datalist,
+    xray_split,
+)

@@ -26,6 +26,7 @@ from monai.utils import optional_import
 from scipy import ndimage
 from scipy.special import expit
 
+from .folders import check_free
 from .rle import NERVE_IMAGE_SHAPE, rle_encode
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
@@ -433,18 +434,6 @@ def _write_tif(path: str, array: np.ndarray) -> None:
     tifffile.imwrite(path, array, photometric="minisblack", metadata=None)
 
 
-def _check_free(paths: Sequence[str], overwrite: bool) -> None:
-    """Remove ``paths`` when ``overwrite``; otherwise FileExistsError if any exists."""
-    existing = [path for path in paths if os.path.exists(path)]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it.")
-    for path in existing:
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
-
-
 def make_nerve_test_images(
     test_dir: str | os.PathLike,
     num_images: int,
@@ -471,7 +460,7 @@ def make_nerve_test_images(
         FileExistsError: when ``test_dir`` exists and ``overwrite`` is False.
     """
     test_dir = os.fspath(test_dir)
-    _check_free([test_dir], overwrite)
+    check_free([test_dir], overwrite)
     os.makedirs(test_dir)
     rng = np.random.default_rng([seed, _TEST_STREAM])
     speckle = _speckle_bank(rng, size)
@@ -515,7 +504,7 @@ def make_nerve_demo(
     """
     dataset_dir = os.fspath(dataset_dir)
     train_dir, csv_path = os.path.join(dataset_dir, "train"), os.path.join(dataset_dir, "train_masks.csv")
-    _check_free([train_dir, csv_path], overwrite)
+    check_free([train_dir, csv_path], overwrite)
     make_nerve_test_images(os.path.join(dataset_dir, "test"), num_test, seed=seed, size=size, overwrite=overwrite)
     os.makedirs(train_dir)
     rng = np.random.default_rng([seed, _TRAIN_STREAM])

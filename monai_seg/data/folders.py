@@ -1,0 +1,248 @@
+"""Building blocks of the image-folder readers (ISIC, DRIVE, X-ray): scanning a folder against a
+naming layout, pairing images with their masks, checking files the way MONAI's ``PILReader`` reads
+them, and writing a demo dataset atomically.
+
+Every check raises a ``ValueError`` that names the offending file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Collection, Mapping, Sequence
+
+import numpy as np
+from monai.utils import optional_import
+from PIL import Image
+from scipy import ndimage
+
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+
+__all__ = [
+    "check_free",
+    "IMAGE_SUFFIXES",
+    "BINARY_MASK_VALUES",
+    "scan_folder",
+    "pair_files",
+    "validate_pairs",
+    "ensure_demo",
+    "smooth_noise",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
+"""File suffixes treated as images; other files (CSV, licence, notes) are ignored by :func:`scan_folder`."""
+
+BINARY_MASK_VALUES: tuple[tuple[int, ...], ...] = ((0, 255), (0, 1))
+"""Allowed value sets of a binary mask: 0/255 (as ISIC and DRIVE store them) or 0/1."""
+
+
+def _natural_key(file_id: str) -> list:
+    """Sort key that orders the digit runs of an id numerically (``"2" < "10"``)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", file_id)]
+
+
+def scan_folder(
+    folder: str, patterns: Mapping[str, re.Pattern], dataset: str, ignore: re.Pattern | None = None
+) -> dict[str, dict[str, str]]:
+    """Sort the image files of ``folder`` by kind (image, mask, ...) and id.
+
+    Hidden files and files without an image suffix (:data:`IMAGE_SUFFIXES`) are skipped; every
+    other file must fully match one of ``patterns`` (or ``ignore``).
+
+    Args:
+        folder: folder to scan (not recursive).
+        patterns: kind -> regular expression with a named group ``id``, tried in order.
+        dataset: dataset name for the error messages (``"ISIC"``).
+        ignore: image files of the layout that are not used (e.g. ISIC superpixel maps).
+
+    Returns:
+        kind -> {id -> path}, one entry per kind of ``patterns`` (possibly empty).
+
+    Raises:
+        ValueError: naming the folder when it is missing or holds no image file of the layout, and
+            naming the file for a name outside the layout or two files of one kind with the same id.
+    """
+    if not os.path.isdir(folder):
+        raise ValueError(f"{dataset} folder {folder} does not exist.")
+    files: dict[str, dict[str, str]] = {kind: {} for kind in patterns}
+    for name in sorted(entry.name for entry in os.scandir(folder) if entry.is_file()):
+        if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
+            continue
+        if ignore is not None and ignore.fullmatch(name):
+            continue
+        path = os.path.join(folder, name)
+        for kind, pattern in patterns.items():
+            match = pattern.fullmatch(name)
+            if match is not None:
+                break
+        else:
+            expected = ", ".join(pattern.pattern for pattern in patterns.values())
+            raise ValueError(f"{path} does not follow the {dataset} naming ({expected}).")
+        file_id = match["id"]
+        if file_id in files[kind]:
+            raise ValueError(f"{path} and {files[kind][file_id]} have the same id {file_id}.")
+        files[kind][file_id] = path
+    if not any(files.values()):
+        raise ValueError(f"{dataset} folder {folder} has no images.")
+    return files
+
+
+def pair_files(layout: Mapping[str, tuple[Mapping[str, str], str]]) -> list[dict]:
+    """Join files of several kinds by id into a MONAI datalist.
+
+    Args:
+        layout: key -> (id -> path, the expected path of a missing file with ``{id}`` in it); the
+            first key is the image, e.g. ``{"image": (images, "train/{id}.jpg"), "label": (masks,
+            "train/{id}_segmentation.png")}``.
+
+    Returns:
+        ``[{key: path, ..., "id": id}]`` sorted by id (digit runs numerically).
+
+    Raises:
+        ValueError: naming the file for an image without one of the other files, or a file without image.
+    """
+    (image_key, (images, image_template)), *others = layout.items()
+    for key, (files, template) in others:
+        for file_id in sorted(images.keys() - files.keys(), key=_natural_key):
+            raise ValueError(f"Image {images[file_id]} has no {key} file {template.format(id=file_id)}.")
+        for file_id in sorted(files.keys() - images.keys(), key=_natural_key):
+            expected = image_template.format(id=file_id)
+            raise ValueError(f"{key.capitalize()} file {files[file_id]} has no image {expected}.")
+    return [
+        {image_key: images[file_id], **{key: files[file_id] for key, (files, _) in others}, "id": file_id}
+        for file_id in sorted(images, key=_natural_key)
+    ]
+
+
+def _open(path: str) -> Image.Image:
+    """Open an image file lazily; ValueError naming the file when PIL cannot identify it."""
+    try:
+        return Image.open(path)
+    except Exception as err:
+        raise ValueError(f"Cannot read image {path}: {err}") from err
+
+
+def _read_pixels(path: str, convert: str | None) -> np.ndarray:
+    """All pixels of a single-channel file, (H, W), as ``np.asarray`` gives them after the optional
+    PIL mode conversion (MONAI's ``PILReader`` with the same ``converter`` reads the same values)."""
+    with _open(path) as image:
+        try:
+            array = np.asarray(image.convert(convert) if convert else image)
+        except Exception as err:
+            raise ValueError(f"Cannot read image {path}: {err}") from err
+    if array.ndim != 2:
+        raise ValueError(f"Mask {path} is not a single-channel image: shape {array.shape}.")
+    return array
+
+
+def validate_pairs(
+    datalist: Sequence[dict],
+    dataset: str,
+    image_modes: Collection[str],
+    mask_values: Mapping[str, Sequence[Collection[int]]],
+    convert: str | None = None,
+    progress: bool = False,
+) -> Sequence[dict]:
+    """Open every file of a datalist and check it.
+
+    Images: readable and of one of ``image_modes`` (only the header is read). Masks (each key of
+    ``mask_values`` present in an item): fully readable, single channel, the image's size, and all
+    values inside one of the allowed value sets.
+
+    Args:
+        datalist: items with ``"image"`` and optionally the mask keys.
+        dataset: dataset name for the error messages.
+        image_modes: allowed PIL modes of the images, e.g. ``("RGB",)``.
+        mask_values: mask key -> allowed value sets, e.g. ``{"label": [(0, 255), (0, 1)]}``.
+        convert: PIL mode the masks are converted to before the value check, as the bundle's reader
+            converts them (``"L"`` resolves GIF palettes to gray levels).
+        progress: show a tqdm progress bar when tqdm is installed.
+
+    Returns:
+        ``datalist``, unchanged, so that the call can be chained in a bundle config.
+
+    Raises:
+        ValueError: naming the file for an unreadable file, an image of another mode, a
+            multi-channel mask, a size mismatch or mask values outside the allowed sets.
+    """
+    items = tqdm(datalist, desc=f"validating {dataset} data") if progress and has_tqdm else datalist
+    for item in items:
+        with _open(item["image"]) as image:
+            size, mode = image.size, image.mode
+        if mode not in image_modes:
+            raise ValueError(f"Image {item['image']} has PIL mode {mode}, expected one of {sorted(image_modes)}.")
+        for key, allowed in mask_values.items():
+            if key not in item:
+                continue
+            mask = _read_pixels(item[key], convert)
+            if mask.shape[::-1] != size:
+                raise ValueError(
+                    f"Mask {item[key]} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {item['image']} "
+                    f"is {size[0]}x{size[1]}."
+                )
+            values = np.unique(mask)
+            if not any(set(values.tolist()) <= set(choice) for choice in allowed):
+                expected = " or ".join(str(sorted(choice)) for choice in allowed)
+                raise ValueError(f"Mask {item[key]} has values {values.tolist()}, expected values within {expected}.")
+    return datalist
+
+
+def ensure_demo(dataset_dir: str | os.PathLike, marker: str, make_demo: Callable[[str], object]) -> str:
+    """Create a demo dataset with ``make_demo`` unless ``dataset_dir/marker`` exists.
+
+    The data is written to a hidden temporary folder inside ``dataset_dir`` and its top-level
+    entries are moved into place, ``marker`` last, so that concurrent calls (one per distributed
+    rank) never see a partial dataset. Existing entries are kept.
+
+    Args:
+        dataset_dir: dataset folder, created if needed.
+        marker: top-level entry whose presence marks a complete dataset (e.g. ``"train"``).
+        make_demo: writes the dataset into the folder it is given.
+
+    Returns:
+        ``dataset_dir`` as a string.
+    """
+    dataset_dir = os.fspath(dataset_dir)
+    if os.path.exists(os.path.join(dataset_dir, marker)):
+        return dataset_dir
+    os.makedirs(dataset_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".demo_", dir=dataset_dir)
+    try:
+        make_demo(staging)
+        names = sorted(os.listdir(staging), key=lambda name: name == marker)  # marker last
+        for name in names:
+            target = os.path.join(dataset_dir, name)
+            try:
+                os.rename(os.path.join(staging, name), target)
+            except OSError:
+                if not os.path.exists(target):  # otherwise another process moved it in first
+                    raise
+    finally:
+        shutil.rmtree(staging)
+    return dataset_dir
+
+
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
+    """Gaussian-smoothed white noise rescaled to unit standard deviation, float32 (demo textures).
+
+    Args:
+        rng: random generator.
+        shape: array shape.
+        sigma: smoothing scale in pixels (the texture's grain size).
+    """
+    field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma, mode="wrap")
+    return field / max(float(field.std()), 1e-6)
+
+
+def check_free(paths: Sequence[str], overwrite: bool) -> None:
+    """Remove ``paths`` when ``overwrite``; otherwise FileExistsError if any exists."""
+    existing = [path for path in paths if os.path.exists(path)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it.")
+    for path in existing:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
