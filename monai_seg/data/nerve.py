@@ -14,8 +14,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -26,7 +24,7 @@ from monai.utils import optional_import
 from scipy import ndimage
 from scipy.special import expit
 
-from .folders import check_free
+from .folders import check_free, ensure_demo
 from .rle import NERVE_IMAGE_SHAPE, rle_encode
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
@@ -539,20 +537,4 @@ def ensure_nerve_demo(dataset_dir: str | os.PathLike) -> str:
     Returns:
         ``dataset_dir`` as a string.
     """
-    dataset_dir = os.fspath(dataset_dir)
-    if os.path.isdir(os.path.join(dataset_dir, "train")):
-        return dataset_dir
-    os.makedirs(dataset_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".nerve_demo_", dir=dataset_dir)
-    try:
-        make_nerve_demo(staging)
-        for name in ("test", "train_masks.csv", "train"):  # train last: it marks a complete dataset
-            target = os.path.join(dataset_dir, name)
-            try:
-                os.rename(os.path.join(staging, name), target)
-            except OSError:
-                if not os.path.exists(target):  # otherwise another process moved it in first
-                    raise
-    finally:
-        shutil.rmtree(staging)
-    return dataset_dir
+    return ensure_demo(dataset_dir, "train", make_nerve_demo)
