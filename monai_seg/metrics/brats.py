@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -39,7 +38,7 @@ from monai.metrics import CalibrationErrorMetric, compute_hausdorff_distance, ge
 from monai.utils import ImageMetaKey, evenly_divisible_all_gather, string_list_all_gather
 
 from monai_seg.data.brats import brats_case_name
-from monai_seg.metrics.segmentation import segmentation_metrics_from_confusion_matrix
+from monai_seg.metrics.segmentation import ReportHandler, segmentation_metrics_from_confusion_matrix
 from monai_seg.metrics.uncertainty import compute_uncertainty_error_auroc
 from monai_seg.utils import atomic_write_text
 from monai_seg.visualize import save_figure
@@ -121,7 +120,7 @@ def _spacing(x: torch.Tensor) -> list[float] | None:
     return affine_to_spacing(x.affine, r=x.dim() - 1).tolist()
 
 
-class BraTSReport:
+class BraTSReport(ReportHandler):
     """
     Ignite handler that scores each case of an evaluator run (:func:`compute_volume_metrics`) and,
     at the end of the run, writes a per-case CSV and a summary JSON (both atomically).
@@ -164,7 +163,7 @@ class BraTSReport:
         save_rank: int = 0,
         name: str | None = None,
     ) -> None:
-        self.output_dir = output_dir
+        super().__init__(output_dir, save_rank, name)
         self.regions = tuple(regions)
         self.prob_key = prob_key
         self.uncertainty_key = uncertainty_key
@@ -174,9 +173,6 @@ class BraTSReport:
         self.num_bins = num_bins
         self.per_case_filename = per_case_filename
         self.summary_filename = summary_filename
-        self.save_rank = save_rank
-        self.logger = logging.getLogger(name)
-        self._name = name
         self._cases: list[str] = []
         self._rows: list[torch.Tensor] = []
 
@@ -184,17 +180,6 @@ class BraTSReport:
     def columns(self) -> list[str]:
         """The metric columns of the CSV, ``<metric>_<region>``."""
         return [f"{metric}_{region}" for metric in VOLUME_METRICS for region in self.regions]
-
-    def attach(self, engine: Engine) -> None:
-        """
-        Args:
-            engine: Ignite Engine, usually an evaluator.
-        """
-        if self._name is None:
-            self.logger = engine.logger
-        engine.add_event_handler(Events.EPOCH_STARTED, self._started)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._finalize)
 
     def _started(self, _engine: Engine) -> None:
         self._cases, self._rows = [], []
@@ -224,14 +209,12 @@ class BraTSReport:
 
     def _finalize(self, _engine: Engine) -> None:
         """Gather the rows from all ranks and write the report on ``save_rank``."""
-        ws = idist.get_world_size()
-        if self.save_rank >= ws:
-            raise ValueError("target save rank is greater than the distributed group size.")
+        is_writer = self._is_writer()
         rows = torch.stack(self._rows) if self._rows else torch.zeros(0, len(self.columns))
         cases = self._cases
-        if ws > 1:
+        if idist.get_world_size() > 1:
             rows, cases = evenly_divisible_all_gather(rows, concat=True), string_list_all_gather(cases)
-        if idist.get_rank() != self.save_rank:
+        if not is_writer:
             return
         table = io.StringIO()
         writer = csv.writer(table, lineterminator="\n")

@@ -56,6 +56,7 @@ __all__ = [
     "KaggleDiceMetric",
     "BinarySegmentationMetrics",
     "write_segmentation_report",
+    "ReportHandler",
     "SegmentationReport",
 ]
 
@@ -297,7 +298,52 @@ def _image_meta(batch: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [getattr(item["image"], "meta", {}) for item in batch]
 
 
-class SegmentationReport:
+class ReportHandler:
+    """Base of the report handlers: record at every iteration, write the files when the epoch completes.
+
+    Subclasses implement ``_started`` (reset at epoch start), ``__call__`` (record an iteration) and
+    ``_finalize`` (gather the records from all ranks, a collective call, then write if
+    :meth:`_is_writer`). Attach the handler on every rank.
+
+    Args:
+        output_dir: folder of the report files.
+        save_rank: rank that writes the files in multi-GPU evaluation.
+        name: logger name, defaults to ``engine.logger``.
+    """
+
+    def __init__(self, output_dir: str, save_rank: int = 0, name: str | None = None) -> None:
+        self.output_dir = output_dir
+        self.save_rank = save_rank
+        self.logger = logging.getLogger(name)
+        self._name = name
+
+    def attach(self, engine: Engine) -> None:
+        """
+        Args:
+            engine: Ignite Engine, usually an evaluator.
+        """
+        if self._name is None:
+            self.logger = engine.logger
+        for event, handler in (
+            (Events.EPOCH_STARTED, self._started),
+            (Events.ITERATION_COMPLETED, self),
+            (Events.EPOCH_COMPLETED, self._finalize),
+        ):
+            if not engine.has_event_handler(handler, event):
+                engine.add_event_handler(event, handler)
+
+    def _is_writer(self) -> bool:
+        """Whether this rank writes the files.
+
+        Raises:
+            ValueError: when ``save_rank`` is not a rank of the distributed group.
+        """
+        if self.save_rank >= idist.get_world_size():
+            raise ValueError("target save rank is greater than the distributed group size.")
+        return idist.get_rank() == self.save_rank
+
+
+class SegmentationReport(ReportHandler):
     """
     Ignite handler that writes :py:func:`write_segmentation_report` files at the end of each run
     of the engine it is attached to (typically a ``SupervisedEvaluator``, via ``val_handlers``).
@@ -340,33 +386,16 @@ class SegmentationReport:
         save_rank: int = 0,
         name: str | None = None,
     ) -> None:
-        self.output_dir = output_dir
+        super().__init__(output_dir, save_rank, name)
         self.output_transform = output_transform
         self.batch_transform = batch_transform
         self.presence_transform = presence_transform
         self.presence_threshold = presence_threshold
         self.per_image_filename = per_image_filename
         self.summary_filename = summary_filename
-        self.save_rank = save_rank
-        self.logger = logging.getLogger(name)
-        self._name = name
         self._metric = BinarySegmentationMetrics()
         self._filenames: list[str] = []
         self._presence: list[float] = []
-
-    def attach(self, engine: Engine) -> None:
-        """
-        Args:
-            engine: Ignite Engine, usually an evaluator.
-        """
-        if self._name is None:
-            self.logger = engine.logger
-        if not engine.has_event_handler(self._started, Events.EPOCH_STARTED):
-            engine.add_event_handler(Events.EPOCH_STARTED, self._started)
-        if not engine.has_event_handler(self, Events.ITERATION_COMPLETED):
-            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-        if not engine.has_event_handler(self._finalize, Events.EPOCH_COMPLETED):
-            engine.add_event_handler(Events.EPOCH_COMPLETED, self._finalize)
 
     def _started(self, _engine: Engine) -> None:
         self._metric.reset()
@@ -392,9 +421,8 @@ class SegmentationReport:
 
     def _finalize(self, _engine: Engine) -> None:
         """Gather the records from all ranks and write the report on ``save_rank``."""
+        is_writer = self._is_writer()
         ws = idist.get_world_size()
-        if self.save_rank >= ws:
-            raise ValueError("target save rank is greater than the distributed group size.")
         confusion_matrix = self._metric.get_buffer()
         filenames = string_list_all_gather(self._filenames) if ws > 1 else self._filenames
         presence = None
@@ -402,7 +430,7 @@ class SegmentationReport:
             presence = torch.tensor(self._presence, dtype=torch.float32)
             if ws > 1:
                 presence = evenly_divisible_all_gather(presence, concat=True)
-        if idist.get_rank() == self.save_rank:
+        if is_writer:
             summary = write_segmentation_report(
                 self.output_dir,
                 confusion_matrix,
