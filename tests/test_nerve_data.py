@@ -81,8 +81,8 @@ def test_datalist_test(tmp_path):
 @pytest.mark.parametrize(
     "change, name, message",
     [
-        (lambda d: os.remove(d / "train" / "2_1_mask.tif"), "2_1.tif", "Image .* has no mask 2_1_mask.tif"),
-        (lambda d: os.remove(d / "train" / "2_1.tif"), "2_1_mask.tif", "Mask .* has no image 2_1.tif"),
+        (lambda d: os.remove(d / "train" / "2_1_mask.tif"), "2_1.tif", "Image .* has no label file .*2_1_mask.tif"),
+        (lambda d: os.remove(d / "train" / "2_1.tif"), "2_1_mask.tif", "Label file .* has no image .*2_1.tif"),
         (lambda d: write_tif(d / "train" / "1-3.tif", np.zeros(SHAPE)), "1-3.tif", "naming"),
         (lambda d: write_tif(d / "train" / "a_3.tif", np.zeros(SHAPE)), "a_3.tif", "naming"),
         (lambda d: (d / "train" / "notes.txt").write_text(""), "notes.txt", "naming"),

@@ -1,6 +1,7 @@
 """Dataset readers, validation, splits, Kaggle RLE and demo-data generators.
 
-Each real layout has a reader (``*_datalist``), a validation pass that names the bad file, a split
+Each real layout has a reader (``*_datalist``), a validation pass that names the bad file (or, with
+``skip_invalid``, logs and drops the bad case: :func:`check_cases`), a split
 (by subject/case, never by slice or image) and a deterministic demo generator in the same layout:
 Kaggle 2016 ultrasound nerve (with RLE and submission files), BraTS, ISIC, DRIVE and X-ray folders.
 """
@@ -40,6 +41,7 @@ from .nerve import (
     validate_nerve_pairs,
 )
 from .rle import NERVE_IMAGE_SHAPE, read_train_masks_csv, rle_decode, rle_encode, write_submission
+from .validation import check_cases, check_disjoint_ids, check_finite, check_network_input
 from .xray import (
     XRAY_CLASSES,
     ensure_xray_demo,

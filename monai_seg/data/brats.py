@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import nibabel as nib
@@ -32,6 +33,8 @@ from monai.data.utils import no_collation
 from monai.transforms import Transform
 from monai.utils import ImageMetaKey, optional_import
 from scipy import ndimage
+
+from .validation import check_cases, check_finite
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
@@ -91,7 +94,8 @@ def brats_datalist(
     label: str = "required",
     label_suffix: str = "seg",
     separator: str = "_",
-) -> list[dict]:
+    skip_invalid: bool | str = False,
+) -> Sequence[dict]:
     """Scan a BraTS dataset folder (see the module docstring) into a MONAI datalist.
 
     Only file names are checked here; :func:`validate_brats` opens the files.
@@ -103,6 +107,7 @@ def brats_datalist(
             (listed where present, e.g. for inference) or ``"none"`` (never listed).
         label_suffix: file suffix of the label map.
         separator: between the case and the suffix, ``"_"`` (2019-2021) or ``"-"`` (2023).
+        skip_invalid: log and drop a case with a missing modality (or label) instead of raising.
 
     Returns:
         ``[{"image": [one path per modality], "label": path, "case": name}]`` sorted by case name.
@@ -123,38 +128,54 @@ def brats_datalist(
     for case in cases:
         folder = os.path.join(dataset_dir, case)
         images = [os.path.join(folder, f"{case}{separator}{m}{_NIFTI_EXT}") for m in modalities]
-        for path in images:
-            if not os.path.isfile(path):
-                raise ValueError(f"Case {case} has no modality file {path}.")
-        label_path = os.path.join(folder, f"{case}{separator}{label_suffix}{_NIFTI_EXT}")
-        if label == "required" and not os.path.isfile(label_path):
-            raise ValueError(f"Case {case} has no label file {label_path}.")
         item: dict[str, Any] = {"image": images}
-        if label != "none" and os.path.isfile(label_path):
+        label_path = os.path.join(folder, f"{case}{separator}{label_suffix}{_NIFTI_EXT}")
+        if label == "required" or (label == "optional" and os.path.isfile(label_path)):
             item["label"] = label_path
         item["case"] = case
         datalist.append(item)
-    return datalist
+    return check_cases(datalist, _check_case_files, f"BraTS {dataset_dir}", skip_invalid, progress=False)
 
 
-def _header(path: str) -> tuple[tuple[int, ...], np.ndarray]:
-    """(shape, affine) of a NIfTI file; ValueError naming the file when unreadable or not 3D."""
+def _check_case_files(item: Mapping) -> None:
+    """ValueError naming the file when a modality or the label of a :func:`brats_datalist` item is missing."""
+    for path in item["image"]:
+        if not os.path.isfile(path):
+            raise ValueError(f"Case {item['case']} has no modality file {path}.")
+    if "label" in item and not os.path.isfile(item["label"]):
+        raise ValueError(f"Case {item['case']} has no label file {item['label']}.")
+
+
+def _read_volume(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(voxels, affine) of a NIfTI file.
+
+    Raises:
+        ValueError: naming the file when it is unreadable or truncated, not 3D, or holds NaN or
+            infinite values.
+    """
     try:
         image = nib.load(path)
         shape, affine = tuple(int(s) for s in image.shape), np.asarray(image.affine)
+        if len(shape) == 3:
+            data = np.asanyarray(image.dataobj)
     except Exception as err:
         raise ValueError(f"Cannot read NIfTI {path}: {err}") from err
     if len(shape) != 3:
         raise ValueError(f"{path} is not a 3D volume: shape {shape}.")
-    return shape, affine
+    if data.dtype.kind == "f":
+        check_finite(path, data)
+    return data, affine
 
 
 def _validate_case(item: Mapping, label_values: Sequence[int]) -> None:
-    """Check one datalist item: 3D volumes on one grid, label values within ``label_values``."""
+    """Check one datalist item: finite 3D volumes on one grid, label values within ``label_values``."""
     paths = list(item["image"]) + ([item["label"]] if "label" in item else [])
-    reference, (ref_shape, ref_affine) = paths[0], _header(paths[0])
+    reference = paths[0]
+    ref_data, ref_affine = _read_volume(reference)
+    ref_shape = ref_data.shape
     for path in paths[1:]:
-        shape, affine = _header(path)
+        data, affine = _read_volume(path)
+        shape = data.shape
         if shape != ref_shape:
             raise ValueError(f"{path} has shape {shape} but {reference} has shape {ref_shape}.")
         if not np.allclose(affine, ref_affine, atol=_AFFINE_TOLERANCE):
@@ -162,7 +183,7 @@ def _validate_case(item: Mapping, label_values: Sequence[int]) -> None:
                 f"{path} is not on the grid of {reference}: affines\n{affine}\nand\n{ref_affine}\ndiffer."
             )
     if "label" in item:
-        values = np.unique(np.asanyarray(nib.load(item["label"]).dataobj))
+        values = np.unique(data)  # the label is the last file read
         unexpected = sorted(set(values.tolist()) - set(label_values))
         if unexpected:
             raise ValueError(
@@ -170,29 +191,38 @@ def _validate_case(item: Mapping, label_values: Sequence[int]) -> None:
             )
 
 
-def validate_brats(datalist: Sequence[Mapping], label_convention: str = "2019", progress: bool = False) -> Sequence:
-    """Open every file of a BraTS datalist and check it.
+def validate_brats(
+    datalist: Sequence[Mapping],
+    label_convention: str = "2019",
+    progress: bool | None = None,
+    skip_invalid: bool | str = False,
+    failures_csv: str | os.PathLike | None = None,
+) -> Sequence:
+    """Read every file of a BraTS datalist and check it.
 
-    Images and label: 3D NIfTI volumes of one shape and affine (only headers are read); label:
-    values within the convention (the label array is read).
+    Images and label: complete 3D NIfTI volumes of one shape and affine, without NaN or infinite
+    values; label: values within the convention.
 
     Args:
         datalist: output of :func:`brats_datalist`.
         label_convention: ``"2019"`` (values 0, 1, 2, 4; also 2020/2021) or ``"2023"`` (0, 1, 2, 3).
-        progress: show a tqdm progress bar when tqdm is installed.
+        progress: show a tqdm progress bar; None: for large datalists.
+        skip_invalid: log and drop a bad case instead of raising; the log reports how many were
+            skipped (:func:`monai_seg.data.validation.check_cases`).
+        failures_csv: with ``skip_invalid``, write the dropped cases to this CSV (``file,error``).
 
     Returns:
-        ``datalist``, unchanged, so that the call can be chained in a bundle config.
+        ``datalist`` itself when every case passes (so that the call can be chained in a bundle
+        config), otherwise the good cases.
 
     Raises:
-        ValueError: naming the file for an unreadable or non-3D volume, a shape or affine that
-            differs from the case's first modality, or label values outside the convention.
+        ValueError: naming the file for an unreadable, truncated or non-3D volume, NaN or infinite
+            values, a shape or affine that differs from the case's first modality, or label values
+            outside the convention.
     """
     label_values = brats_label_values(label_convention)
-    items = tqdm(datalist, desc="validating BraTS cases") if progress and has_tqdm else datalist
-    for item in items:
-        _validate_case(item, label_values)
-    return datalist
+    check = partial(_validate_case, label_values=label_values)
+    return check_cases(datalist, check, "BraTS", skip_invalid, progress, failures_csv)
 
 
 def brats_split(
@@ -204,6 +234,7 @@ def brats_split(
     label_convention: str = "2019",
     modalities: Sequence[str] = BRATS_MODALITIES,
     separator: str = "_",
+    skip_invalid: bool | str = False,
 ) -> dict[str, list[dict]]:
     """Training, validation and test datalists of a BraTS dataset, split by case.
 
@@ -221,6 +252,8 @@ def brats_split(
         label_convention: see :func:`validate_brats`.
         modalities: see :func:`brats_datalist`.
         separator: see :func:`brats_datalist`.
+        skip_invalid: log and drop a bad case instead of raising; the log reports how many were
+            skipped (:func:`monai_seg.data.validation.check_cases`).
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}``, each sorted by case name.
@@ -232,9 +265,9 @@ def brats_split(
     for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= fraction < 1:
             raise ValueError(f"{name} must be in [0, 1), got {fraction}.")
-    datalist = brats_datalist(dataset_dir, modalities, separator=separator)
+    datalist = brats_datalist(dataset_dir, modalities, separator=separator, skip_invalid=skip_invalid)
     if validate:
-        validate_brats(datalist, label_convention)
+        datalist = validate_brats(datalist, label_convention, skip_invalid=skip_invalid)
     n = len(datalist)
     num_test, num_val = (max(round(n * f), 1) if f > 0 else 0 for f in (test_fraction, val_fraction))
     if num_test + num_val >= n:

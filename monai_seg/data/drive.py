@@ -52,7 +52,9 @@ def _patterns(section: str) -> dict[str, re.Pattern]:
     }
 
 
-def drive_datalist(dataset_dir: str | os.PathLike, section: str = "training") -> list[dict]:
+def drive_datalist(
+    dataset_dir: str | os.PathLike, section: str = "training", skip_invalid: bool | str = False
+) -> Sequence[dict]:
     """Scan a DRIVE section into a MONAI datalist.
 
     Only file names are checked here; :func:`validate_drive_pairs` opens the files. The vessel
@@ -61,6 +63,7 @@ def drive_datalist(dataset_dir: str | os.PathLike, section: str = "training") ->
     Args:
         dataset_dir: folder holding ``training/`` and ``test/``.
         section: ``"training"`` or ``"test"``.
+        skip_invalid: log and drop an image without annotation or FOV mask (and the reverse) instead of raising.
 
     Returns:
         ``[{"image", "label", "fov", "id"}]`` sorted by id (``"21"``, ``"22"``, ...).
@@ -82,29 +85,41 @@ def drive_datalist(dataset_dir: str | os.PathLike, section: str = "training") ->
             continue
         files = scan_folder(folder, {key: pattern}, "DRIVE")[key]
         layout[key] = (files, os.path.join(folder, templates[key]))
-    return pair_files(layout)
+    return pair_files(layout, f"DRIVE {root}", skip_invalid)
 
 
-def validate_drive_pairs(datalist: Sequence[dict], progress: bool = False) -> Sequence[dict]:
+def validate_drive_pairs(
+    datalist: Sequence[dict],
+    progress: bool | None = None,
+    skip_invalid: bool | str = False,
+    failures_csv: str | os.PathLike | None = None,
+) -> Sequence[dict]:
     """Open every file of a DRIVE datalist: RGB images; vessel and FOV masks of the image's size
     with values 0/255 (or 0/1) once converted to gray.
 
     Args:
         datalist: output of :func:`drive_datalist`.
-        progress: show a tqdm progress bar when tqdm is installed.
+        progress: show a tqdm progress bar; None: for large datalists.
+        skip_invalid: log and drop a bad case instead of raising; the log reports how many were
+            skipped (:func:`monai_seg.data.validation.check_cases`).
+        failures_csv: with ``skip_invalid``, write the dropped cases to this CSV (``file,error``).
 
     Returns:
-        ``datalist``, unchanged.
+        ``datalist`` itself when every case passes, otherwise the good cases.
 
     Raises:
         ValueError: naming the file, see :func:`monai_seg.data.folders.validate_pairs`.
     """
     masks = {"label": BINARY_MASK_VALUES, "fov": BINARY_MASK_VALUES}
-    return validate_pairs(datalist, "DRIVE", ("RGB",), masks, convert="L", progress=progress)
+    return validate_pairs(datalist, "DRIVE", ("RGB",), masks, "L", progress, skip_invalid, failures_csv)
 
 
 def drive_split(
-    dataset_dir: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0, validate: bool = True
+    dataset_dir: str | os.PathLike,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    validate: bool = True,
+    skip_invalid: bool | str = False,
 ) -> dict[str, list[dict]]:
     """Training and validation datalists from the DRIVE ``training/`` section.
 
@@ -115,6 +130,8 @@ def drive_split(
         val_fraction: fraction of the images held out, rounded, at least one on each side.
         seed: seed of the shuffle; the split is deterministic for a given seed.
         validate: open and check every file first (:func:`validate_drive_pairs`).
+        skip_invalid: log and drop a bad case instead of raising; the log reports how many were
+            skipped (:func:`monai_seg.data.validation.check_cases`).
 
     Returns:
         ``{"train": [...], "val": [...]}``, both in id order.
@@ -125,11 +142,11 @@ def drive_split(
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
-    datalist = drive_datalist(dataset_dir, "training")
+    datalist = drive_datalist(dataset_dir, "training", skip_invalid)
+    if validate:
+        datalist = validate_drive_pairs(datalist, skip_invalid=skip_invalid)
     if len(datalist) < 2 or "label" not in datalist[0]:
         raise ValueError(f"A DRIVE split needs at least 2 annotated training images in {dataset_dir}.")
-    if validate:
-        validate_drive_pairs(datalist)
     num_val = min(max(round(len(datalist) * val_fraction), 1), len(datalist) - 1)
     val = set(np.random.default_rng(seed).permutation(len(datalist))[:num_val].tolist())
     return {

@@ -12,13 +12,13 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import partial
 
 import numpy as np
-from monai.utils import optional_import
 from PIL import Image
 from scipy import ndimage
 
-tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+from .validation import check_cases
 
 __all__ = [
     "check_free",
@@ -89,13 +89,18 @@ def scan_folder(
     return files
 
 
-def pair_files(layout: Mapping[str, tuple[Mapping[str, str], str]]) -> list[dict]:
+def pair_files(
+    layout: Mapping[str, tuple[Mapping[str, str], str]], dataset: str = "", skip_invalid: bool | str = False
+) -> Sequence[dict]:
     """Join files of several kinds by id into a MONAI datalist.
 
     Args:
         layout: key -> (id -> path, the expected path of a missing file with ``{id}`` in it); the
             first key is the image, e.g. ``{"image": (images, "train/{id}.jpg"), "label": (masks,
             "train/{id}_segmentation.png")}``.
+        dataset: dataset name for the log.
+        skip_invalid: log and drop an incomplete case instead of raising
+            (:func:`monai_seg.data.validation.check_cases`).
 
     Returns:
         ``[{key: path, ..., "id": id}]`` sorted by id (digit runs numerically).
@@ -103,17 +108,23 @@ def pair_files(layout: Mapping[str, tuple[Mapping[str, str], str]]) -> list[dict
     Raises:
         ValueError: naming the file for an image without one of the other files, or a file without image.
     """
-    (image_key, (images, image_template)), *others = layout.items()
-    for key, (files, template) in others:
-        for file_id in sorted(images.keys() - files.keys(), key=_natural_key):
-            raise ValueError(f"Image {images[file_id]} has no {key} file {template.format(id=file_id)}.")
-        for file_id in sorted(files.keys() - images.keys(), key=_natural_key):
-            expected = image_template.format(id=file_id)
-            raise ValueError(f"{key.capitalize()} file {files[file_id]} has no image {expected}.")
-    return [
-        {image_key: images[file_id], **{key: files[file_id] for key, (files, _) in others}, "id": file_id}
-        for file_id in sorted(images, key=_natural_key)
+    ids = set().union(*(files for files, _ in layout.values()))
+    items = [
+        {**{key: files[file_id] for key, (files, _) in layout.items() if file_id in files}, "id": file_id}
+        for file_id in sorted(ids, key=_natural_key)
     ]
+    return check_cases(items, partial(_check_complete, layout), dataset, skip_invalid, progress=False)
+
+
+def _check_complete(layout: Mapping[str, tuple[Mapping[str, str], str]], item: dict) -> None:
+    """ValueError naming the file for an item of :func:`pair_files` that lacks one of the ``layout`` keys."""
+    (image_key, (_, image_template)), *others = layout.items()
+    if image_key not in item:
+        key = next(key for key in layout if key in item)
+        raise ValueError(f"{key.capitalize()} file {item[key]} has no image {image_template.format(id=item['id'])}.")
+    for key, (_, template) in others:
+        if key not in item:
+            raise ValueError(f"Image {item[image_key]} has no {key} file {template.format(id=item['id'])}.")
 
 
 def _open(path: str) -> Image.Image:
@@ -143,13 +154,15 @@ def validate_pairs(
     image_modes: Collection[str],
     mask_values: Mapping[str, Sequence[Collection[int]]],
     convert: str | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
+    skip_invalid: bool | str = False,
+    failures_csv: str | os.PathLike | None = None,
 ) -> Sequence[dict]:
     """Open every file of a datalist and check it.
 
-    Images: readable and of one of ``image_modes`` (only the header is read). Masks (each key of
-    ``mask_values`` present in an item): fully readable, single channel, the image's size, and all
-    values inside one of the allowed value sets.
+    Images: fully readable (a truncated file fails) and of one of ``image_modes``. Masks (each key
+    of ``mask_values`` present in an item): fully readable, single channel, the image's size, and
+    all values inside one of the allowed value sets.
 
     Args:
         datalist: items with ``"image"`` and optionally the mask keys.
@@ -158,35 +171,47 @@ def validate_pairs(
         mask_values: mask key -> allowed value sets, e.g. ``{"label": [(0, 255), (0, 1)]}``.
         convert: PIL mode the masks are converted to before the value check, as the bundle's reader
             converts them (``"L"`` resolves GIF palettes to gray levels).
-        progress: show a tqdm progress bar when tqdm is installed.
+        progress: show a tqdm progress bar; None: for large datalists
+            (see :func:`monai_seg.data.validation.check_cases`).
+        skip_invalid: log and drop a bad case instead of raising.
+        failures_csv: with ``skip_invalid``, write the dropped cases to this CSV (``file,error``).
 
     Returns:
-        ``datalist``, unchanged, so that the call can be chained in a bundle config.
+        ``datalist`` itself when every case passes, otherwise the good cases.
 
     Raises:
-        ValueError: naming the file for an unreadable file, an image of another mode, a
-            multi-channel mask, a size mismatch or mask values outside the allowed sets.
+        ValueError: naming the file for an unreadable or truncated file, an image of another mode,
+            a multi-channel mask, a size mismatch or mask values outside the allowed sets.
     """
-    items = tqdm(datalist, desc=f"validating {dataset} data") if progress and has_tqdm else datalist
-    for item in items:
-        with _open(item["image"]) as image:
-            size, mode = image.size, image.mode
-        if mode not in image_modes:
-            raise ValueError(f"Image {item['image']} has PIL mode {mode}, expected one of {sorted(image_modes)}.")
-        for key, allowed in mask_values.items():
-            if key not in item:
-                continue
-            mask = _read_pixels(item[key], convert)
-            if mask.shape[::-1] != size:
-                raise ValueError(
-                    f"Mask {item[key]} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {item['image']} "
-                    f"is {size[0]}x{size[1]}."
-                )
-            values = np.unique(mask)
-            if not any(set(values.tolist()) <= set(choice) for choice in allowed):
-                expected = " or ".join(str(sorted(choice)) for choice in allowed)
-                raise ValueError(f"Mask {item[key]} has values {values.tolist()}, expected values within {expected}.")
-    return datalist
+    check = partial(_check_pair, image_modes=image_modes, mask_values=mask_values, convert=convert)
+    return check_cases(datalist, check, dataset, skip_invalid, progress, failures_csv)
+
+
+def _check_pair(
+    item: dict, image_modes: Collection[str], mask_values: Mapping[str, Sequence[Collection[int]]], convert: str | None
+) -> None:
+    """Check one item of :func:`validate_pairs`."""
+    with _open(item["image"]) as image:
+        size, mode = image.size, image.mode
+        try:
+            image.load()
+        except Exception as err:
+            raise ValueError(f"Cannot read image {item['image']}: {err}") from err
+    if mode not in image_modes:
+        raise ValueError(f"Image {item['image']} has PIL mode {mode}, expected one of {sorted(image_modes)}.")
+    for key, allowed in mask_values.items():
+        if key not in item:
+            continue
+        mask = _read_pixels(item[key], convert)
+        if mask.shape[::-1] != size:
+            raise ValueError(
+                f"Mask {item[key]} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {item['image']} "
+                f"is {size[0]}x{size[1]}."
+            )
+        values = np.unique(mask)
+        if not any(set(values.tolist()) <= set(choice) for choice in allowed):
+            expected = " or ".join(str(sorted(choice)) for choice in allowed)
+            raise ValueError(f"Mask {item[key]} has values {values.tolist()}, expected values within {expected}.")
 
 
 def ensure_demo(dataset_dir: str | os.PathLike, marker: str, make_demo: Callable[[str], object]) -> str:

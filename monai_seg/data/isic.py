@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 from scipy.special import expit
 
 from .folders import BINARY_MASK_VALUES, check_free, ensure_demo, pair_files, scan_folder, smooth_noise, validate_pairs
+from .validation import check_disjoint_ids
 
 __all__ = ["isic_datalist", "validate_isic_pairs", "isic_split", "make_isic_demo", "ensure_isic_demo"]
 
@@ -35,8 +36,11 @@ _SECTIONS = ("train", "val", "test")
 
 
 def isic_datalist(
-    image_dir: str | os.PathLike, mask_dir: str | os.PathLike | None = None, labeled: bool = True
-) -> list[dict]:
+    image_dir: str | os.PathLike,
+    mask_dir: str | os.PathLike | None = None,
+    labeled: bool = True,
+    skip_invalid: bool | str = False,
+) -> Sequence[dict]:
     """Scan ISIC images ``ISIC_xxxxxxx.jpg`` and masks ``ISIC_xxxxxxx_segmentation.png`` into a MONAI datalist.
 
     Only file names are checked here; :func:`validate_isic_pairs` opens the files.
@@ -45,6 +49,7 @@ def isic_datalist(
         image_dir: folder of the images (and of the masks when ``mask_dir`` is None).
         mask_dir: folder of the masks, if separate.
         labeled: pair every image with its mask; False lists the images only (masks are ignored).
+        skip_invalid: log and drop an image without mask (or a mask without image) instead of raising.
 
     Returns:
         ``[{"image", "label", "id"}]`` (no ``"label"`` when not ``labeled``) sorted by id, the id
@@ -60,32 +65,42 @@ def isic_datalist(
         mask_dir = os.fspath(mask_dir)
         files["label"] = scan_folder(mask_dir, {"label": _MASK}, "ISIC", ignore=_SUPERPIXELS)["label"]
     if not labeled:
-        return pair_files({"image": (files["image"], "")})
-    return pair_files(
-        {
-            "image": (files["image"], os.path.join(image_dir, "{id}.jpg")),
-            "label": (files["label"], os.path.join(mask_dir or image_dir, "{id}_segmentation.png")),
-        }
-    )
+        return pair_files({"image": (files["image"], "")}, "ISIC", skip_invalid)
+    layout = {
+        "image": (files["image"], os.path.join(image_dir, "{id}.jpg")),
+        "label": (files["label"], os.path.join(mask_dir or image_dir, "{id}_segmentation.png")),
+    }
+    return pair_files(layout, f"ISIC {image_dir}", skip_invalid)
 
 
-def validate_isic_pairs(datalist: Sequence[dict], progress: bool = False) -> Sequence[dict]:
+def validate_isic_pairs(
+    datalist: Sequence[dict],
+    progress: bool | None = None,
+    skip_invalid: bool | str = False,
+    failures_csv: str | os.PathLike | None = None,
+) -> Sequence[dict]:
     """Open every file of an ISIC datalist: RGB images; masks of the image's size with values 0/255 (or 0/1).
 
     Args:
         datalist: output of :func:`isic_datalist`.
-        progress: show a tqdm progress bar when tqdm is installed.
+        progress: show a tqdm progress bar; None: for large datalists.
+        skip_invalid: log and drop a bad case instead of raising; the log reports how many were
+            skipped (:func:`monai_seg.data.validation.check_cases`).
+        failures_csv: with ``skip_invalid``, write the dropped cases to this CSV (``file,error``).
 
     Returns:
-        ``datalist``, unchanged.
+        ``datalist`` itself when every case passes, otherwise the good cases.
 
     Raises:
         ValueError: naming the file, see :func:`monai_seg.data.folders.validate_pairs`.
     """
-    return validate_pairs(datalist, "ISIC", ("RGB",), {"label": BINARY_MASK_VALUES}, progress=progress)
+    masks = {"label": BINARY_MASK_VALUES}
+    return validate_pairs(datalist, "ISIC", ("RGB",), masks, None, progress, skip_invalid, failures_csv)
 
 
-def isic_split(dataset_dir: str | os.PathLike, validate: bool = True) -> dict[str, list[dict]]:
+def isic_split(
+    dataset_dir: str | os.PathLike, validate: bool = True, skip_invalid: bool | str = False
+) -> dict[str, Sequence[dict]]:
     """Training and validation datalists of the ISIC layout: the official splits ``train/`` and ``val/``.
 
     For bundle configs: ``"datalists": "$monai_seg.data.isic_split(@dataset_dir)"``.
@@ -93,14 +108,20 @@ def isic_split(dataset_dir: str | os.PathLike, validate: bool = True) -> dict[st
     Args:
         dataset_dir: folder holding ``train/`` and ``val/``.
         validate: open and check every file first (:func:`validate_isic_pairs`).
+        skip_invalid: log and drop a bad case instead of raising; the log reports how many were
+            skipped (:func:`monai_seg.data.validation.check_cases`).
 
     Returns:
         ``{"train": [...], "val": [...]}``.
+
+    Raises:
+        ValueError: for an id in both sections, and see :func:`isic_datalist` and :func:`validate_isic_pairs`.
     """
-    split = {section: isic_datalist(os.path.join(os.fspath(dataset_dir), section)) for section in ("train", "val")}
-    if validate:
-        for datalist in split.values():
-            validate_isic_pairs(datalist)
+    split = {}
+    for section in ("train", "val"):
+        datalist = isic_datalist(os.path.join(os.fspath(dataset_dir), section), skip_invalid=skip_invalid)
+        split[section] = validate_isic_pairs(datalist, skip_invalid=skip_invalid) if validate else datalist
+    check_disjoint_ids(split)
     return split
 
 

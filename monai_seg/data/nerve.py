@@ -20,14 +20,12 @@ from typing import NamedTuple
 
 import numpy as np
 import tifffile
-from monai.utils import optional_import
 from scipy import ndimage
 from scipy.special import expit
 
-from .folders import check_free, ensure_demo
+from .folders import check_free, ensure_demo, pair_files
 from .rle import NERVE_IMAGE_SHAPE, rle_encode
-
-tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+from .validation import check_cases, check_finite
 
 __all__ = [
     "nerve_datalist",
@@ -70,26 +68,29 @@ def _match_name(pattern: re.Pattern, folder: str, name: str, expected: str) -> r
     return match
 
 
-def _train_datalist(folder: str) -> list[dict]:
+def _train_datalist(folder: str, skip_invalid: bool | str = False) -> list[dict]:
     """Pair ``{subject}_{img}.tif`` with ``{subject}_{img}_mask.tif`` in ``folder``."""
-    images: dict[tuple[int, int], str] = {}
-    masks: dict[tuple[int, int], str] = {}
+    images: dict[str, str] = {}
+    masks: dict[str, str] = {}
     for name in _list_folder(folder):
         match = _match_name(_TRAIN_NAME, folder, name, "'{subject}_{img}.tif' / '{subject}_{img}_mask.tif'")
-        key = (int(match[1]), int(match[2]))
+        key = f"{int(match[1])}_{int(match[2])}"  # "1_01.tif" is image 1_1
         files = masks if match[3] else images
         path = os.path.join(folder, name)
         if key in files:
-            raise ValueError(f"{path} and {files[key]} have the same id {key[0]}_{key[1]}.")
+            raise ValueError(f"{path} and {files[key]} have the same id {key}.")
         files[key] = path
-    for key in sorted(images.keys() - masks.keys()):
-        raise ValueError(f"Image {images[key]} has no mask {key[0]}_{key[1]}_mask.tif.")
-    for key in sorted(masks.keys() - images.keys()):
-        raise ValueError(f"Mask {masks[key]} has no image {key[0]}_{key[1]}.tif.")
-    return [
-        {"image": images[key], "label": masks[key], "subject": key[0], "img": key[1], "id": f"{key[0]}_{key[1]}"}
-        for key in sorted(images)
-    ]
+    layout = {
+        "image": (images, os.path.join(folder, "{id}.tif")),
+        "label": (masks, os.path.join(folder, "{id}_mask.tif")),
+    }
+    datalist = []
+    for item in pair_files(layout, f"Kaggle nerve {folder}", skip_invalid):
+        subject, img = (int(part) for part in item["id"].split("_"))
+        datalist.append(
+            {"image": item["image"], "label": item["label"], "subject": subject, "img": img, "id": item["id"]}
+        )
+    return datalist
 
 
 def _test_datalist(folder: str) -> list[dict]:
@@ -104,7 +105,9 @@ def _test_datalist(folder: str) -> list[dict]:
     return [{"image": images[img], "img": img} for img in sorted(images)]
 
 
-def nerve_datalist(dataset_dir: str | os.PathLike, section: str = "train") -> list[dict]:
+def nerve_datalist(
+    dataset_dir: str | os.PathLike, section: str = "train", skip_invalid: bool | str = False
+) -> list[dict]:
     """Scan a Kaggle nerve dataset folder into a MONAI datalist.
 
     Only file names are checked here; :func:`validate_nerve_pairs` opens the files.
@@ -112,6 +115,7 @@ def nerve_datalist(dataset_dir: str | os.PathLike, section: str = "train") -> li
     Args:
         dataset_dir: folder holding ``train/`` and ``test/``.
         section: ``"train"`` for the image/mask pairs, ``"test"`` for the test images.
+        skip_invalid: log and drop an image without mask (or a mask without image) instead of raising.
 
     Returns:
         For ``"train"``: ``[{"image", "label", "subject", "img", "id"}]`` sorted by (subject, img),
@@ -123,10 +127,10 @@ def nerve_datalist(dataset_dir: str | os.PathLike, section: str = "train") -> li
             folder, a file name outside the layout, an image without mask, a mask without image,
             or two files with the same id.
     """
-    readers = {"train": _train_datalist, "test": _test_datalist}
-    if section not in readers:
-        raise ValueError(f"section must be one of {sorted(readers)}, got {section!r}.")
-    return readers[section](os.path.join(os.fspath(dataset_dir), section))
+    if section not in ("test", "train"):
+        raise ValueError(f"section must be one of ['test', 'train'], got {section!r}.")
+    folder = os.path.join(os.fspath(dataset_dir), section)
+    return _train_datalist(folder, skip_invalid) if section == "train" else _test_datalist(folder)
 
 
 def _read_tif(path: str, read_data: bool) -> tuple[tuple[int, ...], np.ndarray | None]:
@@ -140,7 +144,8 @@ def _read_tif(path: str, read_data: bool) -> tuple[tuple[int, ...], np.ndarray |
         The (H, W) shape and the array, or None when ``read_data`` is False.
 
     Raises:
-        ValueError: naming the file when it cannot be parsed, is truncated, or is not 2D grayscale.
+        ValueError: naming the file when it cannot be parsed, is truncated, is not 2D grayscale, or
+            holds NaN or infinite values (floating-point data is always read).
     """
     try:
         with tifffile.TiffFile(path) as tif:
@@ -148,12 +153,14 @@ def _read_tif(path: str, read_data: bool) -> tuple[tuple[int, ...], np.ndarray |
             data_end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
             if data_end > tif.filehandle.size:
                 raise ValueError(f"truncated: pixel data ends at byte {data_end}, file size {tif.filehandle.size}")
-            num_pages, shape = len(tif.pages), page.shape
-            array = page.asarray() if read_data else None
+            num_pages, shape, floating = len(tif.pages), page.shape, np.dtype(page.dtype).kind == "f"
+            array = page.asarray() if read_data or floating else None
     except Exception as err:
         raise ValueError(f"Cannot read TIF {path}: {err}") from err
     if num_pages != 1 or len(shape) != 2:
         raise ValueError(f"{path} is not a 2D grayscale image: {num_pages} page(s) of shape {shape}.")
+    if floating:
+        check_finite(path, array)
     return shape, array
 
 
@@ -165,7 +172,12 @@ def _check_mask_values(path: str, mask: np.ndarray) -> None:
         raise ValueError(f"Mask {path} has values {values}, expected only 0 and 255 (or 0 and 1).")
 
 
-def validate_nerve_pairs(datalist: Sequence[dict], progress: bool = False) -> Sequence[dict]:
+def validate_nerve_pairs(
+    datalist: Sequence[dict],
+    progress: bool | None = None,
+    skip_invalid: bool | str = False,
+    failures_csv: str | os.PathLike | None = None,
+) -> Sequence[dict]:
     """Open every file of a nerve datalist and check it.
 
     Images: a complete, single-page, 2D grayscale TIF (only the header is read). Masks (items
@@ -173,28 +185,35 @@ def validate_nerve_pairs(datalist: Sequence[dict], progress: bool = False) -> Se
 
     Args:
         datalist: output of :func:`nerve_datalist` (train or test).
-        progress: show a tqdm progress bar when tqdm is installed.
+        progress: show a tqdm progress bar; None: for large datalists.
+        skip_invalid: log and drop a bad case instead of raising; the log reports how many were
+            skipped (:func:`monai_seg.data.validation.check_cases`).
+        failures_csv: with ``skip_invalid``, write the dropped cases to this CSV (``file,error``).
 
     Returns:
-        ``datalist``, unchanged, so that the call can be chained in a bundle config.
+        ``datalist`` itself when every case passes (so that the call can be chained in a bundle
+        config), otherwise the good cases.
 
     Raises:
         ValueError: naming the file for an unreadable or truncated TIF, a non-2D or multi-channel
-            image, an image/mask size mismatch, or mask values outside {0, 255} / {0, 1}.
+            image, NaN or infinite values, an image/mask size mismatch, or mask values outside
+            {0, 255} / {0, 1}.
     """
-    items = tqdm(datalist, desc="validating nerve data") if progress and has_tqdm else datalist
-    for item in items:
-        image_shape, _ = _read_tif(item["image"], read_data=False)
-        if "label" not in item:
-            continue
-        mask_shape, mask = _read_tif(item["label"], read_data=True)
-        if mask_shape != image_shape:
-            raise ValueError(
-                f"Mask {item['label']} is {mask_shape[0]}x{mask_shape[1]} (HxW) but its image "
-                f"{item['image']} is {image_shape[0]}x{image_shape[1]}."
-            )
-        _check_mask_values(item["label"], mask)
-    return datalist
+    return check_cases(datalist, _check_nerve_item, "Kaggle nerve", skip_invalid, progress, failures_csv)
+
+
+def _check_nerve_item(item: dict) -> None:
+    """Check one item of :func:`validate_nerve_pairs`."""
+    image_shape, _ = _read_tif(item["image"], read_data=False)
+    if "label" not in item:
+        return
+    mask_shape, mask = _read_tif(item["label"], read_data=True)
+    if mask_shape != image_shape:
+        raise ValueError(
+            f"Mask {item['label']} is {mask_shape[0]}x{mask_shape[1]} (HxW) but its image "
+            f"{item['image']} is {image_shape[0]}x{image_shape[1]}."
+        )
+    _check_mask_values(item["label"], mask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,6 +309,7 @@ def nerve_split(
     num_folds: int = 5,
     seed: int = 0,
     validate: bool = True,
+    skip_invalid: bool | str = False,
 ) -> dict[str, list[dict]]:
     """Training and validation datalists of a Kaggle nerve dataset, split by subject.
 
@@ -303,6 +323,8 @@ def nerve_split(
         num_folds: number of folds when ``fold`` is given.
         seed: seed of the split.
         validate: open and check every file first (:func:`validate_nerve_pairs`).
+        skip_invalid: log and drop a bad case instead of raising; the log reports how many were
+            skipped (:func:`monai_seg.data.validation.check_cases`).
 
     Returns:
         ``{"train": [...], "val": [...]}``.
@@ -310,9 +332,9 @@ def nerve_split(
     Raises:
         ValueError: see :func:`nerve_datalist`, :func:`validate_nerve_pairs` and the split functions.
     """
-    datalist = nerve_datalist(dataset_dir, "train")
+    datalist = nerve_datalist(dataset_dir, "train", skip_invalid)
     if validate:
-        validate_nerve_pairs(datalist)
+        datalist = validate_nerve_pairs(datalist, skip_invalid=skip_invalid)
     if fold is None:
         train, val = subject_split(datalist, val_fraction=val_fraction, seed=seed)
     else:

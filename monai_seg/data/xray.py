@@ -24,6 +24,7 @@ from PIL import Image
 from scipy import ndimage
 
 from .folders import check_free, ensure_demo, pair_files, scan_folder, smooth_noise, validate_pairs
+from .validation import check_disjoint_ids
 
 __all__ = [
     "XRAY_CLASSES",
@@ -42,7 +43,9 @@ _FILE = re.compile(r"(?P<id>.+)\.(?:png|tiff?)", re.IGNORECASE)
 _SECTIONS = ("train", "val", "test")
 
 
-def xray_datalist(dataset_dir: str | os.PathLike, section: str = "train") -> list[dict]:
+def xray_datalist(
+    dataset_dir: str | os.PathLike, section: str = "train", skip_invalid: bool | str = False
+) -> Sequence[dict]:
     """Pair ``<section>/images/<name>`` with ``<section>/masks/<name>`` (same stem) into a MONAI datalist.
 
     Only file names are checked here; :func:`validate_xray_pairs` opens the files. Without a
@@ -51,6 +54,7 @@ def xray_datalist(dataset_dir: str | os.PathLike, section: str = "train") -> lis
     Args:
         dataset_dir: folder holding the sections.
         section: ``"train"``, ``"val"`` or ``"test"``.
+        skip_invalid: log and drop an image without mask (or a mask without image) instead of raising.
 
     Returns:
         ``[{"image", "label", "id"}]`` sorted by id (the file stem; digit runs numerically).
@@ -69,28 +73,40 @@ def xray_datalist(dataset_dir: str | os.PathLike, section: str = "train") -> lis
         if key == "label" and not os.path.isdir(path):
             continue
         layout[key] = (scan_folder(path, {key: _FILE}, "X-ray")[key], os.path.join(path, "{id}.png"))
-    return pair_files(layout)
+    return pair_files(layout, f"X-ray {root}", skip_invalid)
 
 
-def validate_xray_pairs(datalist: Sequence[dict], num_classes: int = 3, progress: bool = False) -> Sequence[dict]:
+def validate_xray_pairs(
+    datalist: Sequence[dict],
+    num_classes: int = 3,
+    progress: bool | None = None,
+    skip_invalid: bool | str = False,
+    failures_csv: str | os.PathLike | None = None,
+) -> Sequence[dict]:
     """Open every file of an X-ray datalist: grayscale images (8- or 16-bit); masks of the image's
     size with values in ``0..num_classes-1``.
 
     Args:
         datalist: output of :func:`xray_datalist`.
         num_classes: number of classes, background included.
-        progress: show a tqdm progress bar when tqdm is installed.
+        progress: show a tqdm progress bar; None: for large datalists.
+        skip_invalid: log and drop a bad case instead of raising; the log reports how many were
+            skipped (:func:`monai_seg.data.validation.check_cases`).
+        failures_csv: with ``skip_invalid``, write the dropped cases to this CSV (``file,error``).
 
     Returns:
-        ``datalist``, unchanged.
+        ``datalist`` itself when every case passes, otherwise the good cases.
 
     Raises:
         ValueError: naming the file, see :func:`monai_seg.data.folders.validate_pairs`.
     """
-    return validate_pairs(datalist, "X-ray", _GRAY_MODES, {"label": [range(num_classes)]}, progress=progress)
+    masks = {"label": [range(num_classes)]}
+    return validate_pairs(datalist, "X-ray", _GRAY_MODES, masks, None, progress, skip_invalid, failures_csv)
 
 
-def xray_split(dataset_dir: str | os.PathLike, num_classes: int = 3, validate: bool = True) -> dict[str, list[dict]]:
+def xray_split(
+    dataset_dir: str | os.PathLike, num_classes: int = 3, validate: bool = True, skip_invalid: bool | str = False
+) -> dict[str, Sequence[dict]]:
     """Training and validation datalists of the X-ray layout: ``train/`` and ``val/``.
 
     For bundle configs: ``"datalists": "$monai_seg.data.xray_split(@dataset_dir, @num_classes)"``.
@@ -99,19 +115,23 @@ def xray_split(dataset_dir: str | os.PathLike, num_classes: int = 3, validate: b
         dataset_dir: folder holding ``train/`` and ``val/``.
         num_classes: number of classes, background included (checked when ``validate``).
         validate: open and check every file first (:func:`validate_xray_pairs`).
+        skip_invalid: log and drop a bad case instead of raising; the log reports how many were
+            skipped (:func:`monai_seg.data.validation.check_cases`).
 
     Returns:
         ``{"train": [...], "val": [...]}``.
 
     Raises:
-        ValueError: when a section has no masks, or see :func:`xray_datalist` and :func:`validate_xray_pairs`.
+        ValueError: when a section has no masks, for an id in both sections, or see
+            :func:`xray_datalist` and :func:`validate_xray_pairs`.
     """
-    split = {section: xray_datalist(dataset_dir, section) for section in ("train", "val")}
-    for section, datalist in split.items():
+    split = {}
+    for section in ("train", "val"):
+        datalist = xray_datalist(dataset_dir, section, skip_invalid)
         if "label" not in datalist[0]:
             raise ValueError(f"X-ray folder {os.path.join(os.fspath(dataset_dir), section)} has no masks/ folder.")
-        if validate:
-            validate_xray_pairs(datalist, num_classes)
+        split[section] = validate_xray_pairs(datalist, num_classes, skip_invalid=skip_invalid) if validate else datalist
+    check_disjoint_ids(split)
     return split
 
 

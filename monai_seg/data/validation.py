@@ -1,0 +1,183 @@
+"""The validation pass every reader shares: check a datalist case by case before training starts,
+stop at the first bad case with a ``ValueError`` naming the file and the problem, or, with
+``skip_invalid``, log each bad case, drop it and report how many were skipped (optionally in a
+``failures.csv``); and a dry run of one preprocessed item through the network.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.networks.utils import eval_mode
+from monai.utils import ImageMetaKey, optional_import
+from monai.utils.misc import str2bool
+
+from monai_seg.utils import atomic_write_text
+
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+
+__all__ = ["PROGRESS_MIN_CASES", "check_cases", "check_finite", "check_disjoint_ids", "check_network_input"]
+
+logger = logging.getLogger("monai_seg.data")
+
+PROGRESS_MIN_CASES = 100
+"""Datalists of at least this many cases show a progress bar while validated (``progress=None``)."""
+
+
+def _case_file(item: Mapping) -> str:
+    """The input file of a case: its image (its first file when it has none), or the folder of its
+    modality files."""
+    image = item.get("image", next(iter(item.values())))
+    return os.fspath(image) if isinstance(image, (str, os.PathLike)) else os.path.dirname(os.fspath(image[0]))
+
+
+def _write_failures(path: str, failures: Sequence[tuple[str, str]]) -> None:
+    """Write ``file,error`` rows (a header only when there is no failure), creating the folder."""
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["file", "error"])
+    writer.writerows(failures)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_text(path, table.getvalue())
+
+
+def check_cases(
+    datalist: Sequence[dict],
+    check: Callable[[dict], Any],
+    dataset: str,
+    skip_invalid: bool | str = False,
+    progress: bool | None = None,
+    failures_csv: str | os.PathLike | None = None,
+) -> Sequence[dict]:
+    """Run ``check`` on every case of a datalist.
+
+    Args:
+        datalist: MONAI datalist items (``"image"`` is a path, or a list of paths for multi-file cases).
+        check: raises a ``ValueError`` naming the file and the problem for a bad case.
+        dataset: name for the progress bar and the log (``"ISIC train"``).
+        skip_invalid: False: raise the first error. True (or ``"true"``, as a bundle command line
+            passes it): log each bad case as a warning, drop it and log ``"skipped k of n cases"``.
+        progress: show a tqdm progress bar; None shows one for :data:`PROGRESS_MIN_CASES` cases or more.
+        failures_csv: with ``skip_invalid``, also write the dropped cases to this CSV (``file,error``),
+            header only when none was dropped.
+
+    Returns:
+        ``datalist`` itself when every case passes, otherwise the list of the good cases in order.
+
+    Raises:
+        ValueError: the first error of ``check`` unless ``skip_invalid``; with ``skip_invalid``, when
+            no case is left.
+    """
+    skip_invalid = str2bool(skip_invalid)
+    show = len(datalist) >= PROGRESS_MIN_CASES if progress is None else progress
+    items = tqdm(datalist, desc=f"validating {dataset}") if show and has_tqdm else datalist
+    valid: list[dict] = []
+    failures: list[tuple[str, str]] = []
+    for item in items:
+        try:
+            check(item)
+        except ValueError as err:
+            if not skip_invalid:
+                raise
+            logger.warning("%s: skipping %s: %s", dataset, _case_file(item), err)
+            failures.append((_case_file(item), str(err)))
+        else:
+            valid.append(item)
+    if skip_invalid and failures_csv is not None:
+        _write_failures(os.fspath(failures_csv), failures)
+    if failures:
+        where = f"see {os.fspath(failures_csv)}" if failures_csv is not None else "see the warnings above"
+        if not valid:
+            raise ValueError(f"{dataset}: all {len(datalist)} cases are invalid; {where}.")
+        logger.warning("%s: skipped %d of %d cases; %s.", dataset, len(failures), len(datalist), where)
+        return valid
+    return datalist
+
+
+def check_finite(path: str, array: np.ndarray) -> None:
+    """ValueError naming ``path`` when ``array`` holds NaN or infinite values."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        num_nan = int(np.isnan(array).sum())
+        raise ValueError(
+            f"{path} has {num_nan} NaN and {int(bad.sum()) - num_nan} infinite value(s), e.g. at index "
+            f"{tuple(int(i) for i in np.argwhere(bad)[0])}."
+        )
+
+
+def check_disjoint_ids(sections: Mapping[str, Sequence[Mapping]], key: str = "id") -> None:
+    """ValueError naming both files when two sections of a split (train/val) share a case id (a leak).
+
+    Args:
+        sections: section name -> datalist, e.g. ``{"train": [...], "val": [...]}``.
+        key: the item key holding the case id.
+    """
+    seen: dict[Any, tuple[str, Mapping]] = {}
+    for section, datalist in sections.items():
+        for item in datalist:
+            other = seen.get(item[key])
+            if other is not None and other[0] != section:
+                raise ValueError(
+                    f"{_case_file(item)} ({section}) and {_case_file(other[1])} ({other[0]}) have the same id "
+                    f"{item[key]}: a case in two sections leaks into the evaluation."
+                )
+            seen[item[key]] = (section, item)
+
+
+def _first_conv(network: torch.nn.Module) -> torch.nn.modules.conv._ConvNd | None:
+    """The first convolution of ``network`` (in module order), None when it has none."""
+    return next((m for m in network.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
+
+
+def check_network_input(
+    dataset: Sequence[Mapping],
+    network: torch.nn.Module,
+    inferer: Callable | None = None,
+    key: str = "image",
+) -> None:
+    """Before training, check that the network takes the data: the channel count of the first
+    preprocessed item against the network's first convolution, then one forward pass (through
+    ``inferer`` when given, as validation runs it) in eval mode without gradients, which fails for
+    a spatial size the network cannot take.
+
+    For bundle configs: ``"initialize": [..., "$monai_seg.data.check_network_input(@validate#dataset,
+    @network, @validate#inferer)"]``.
+
+    Args:
+        dataset: preprocessed dataset; its first item's ``key`` is a (C, *spatial) tensor.
+        network: the network (``torch.nn.parallel.DistributedDataParallel`` is unwrapped).
+        inferer: called as ``inferer(inputs, network)``; None calls the network directly.
+        key: the input key of the items.
+
+    Raises:
+        ValueError: naming the item's file, for a channel count other than the network's
+            ``in_channels`` or any error of the forward pass (e.g. a spatial size the net cannot take).
+    """
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty: no case to train on.")
+    net = getattr(network, "module", network)
+    image = torch.as_tensor(dataset[0][key])
+    name = getattr(dataset[0][key], "meta", {}).get(ImageMetaKey.FILENAME_OR_OBJ, "the first item")
+    conv = _first_conv(net)
+    if conv is not None and image.shape[0] != conv.in_channels:
+        raise ValueError(
+            f"Image {name} has {image.shape[0]} channel(s) after preprocessing, but the network takes "
+            f"in_channels={conv.in_channels}."
+        )
+    device = next(net.parameters()).device
+    inputs = image[None].to(device=device, dtype=torch.float32)
+    try:
+        with eval_mode(net), torch.no_grad():
+            inferer(inputs, net) if inferer is not None else net(inputs)
+    except Exception as err:
+        raise ValueError(
+            f"Image {name} of shape {tuple(image.shape)} (C, *spatial) after preprocessing cannot go "
+            f"through the network: {err}"
+        ) from err
