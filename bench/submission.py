@@ -11,9 +11,16 @@ The net has random weights and gating is disabled (``presence_threshold 0``, ``m
 every mask is encoded: the worst case for the gating and RLE stages. Goal: <= 60 s end to end on 2
 CPU cores.
 
+The bundle's evaluator runs ``inference_network``: :class:`monai_seg.networks.EvalOptimized`
+(BatchNorm folded, dropout dropped, batch evaluated in chunks). ``--baseline`` also runs the
+plain ``network`` (the path before it) in the same process, for the same stages, prints the
+ratios and checks that both submissions decode to the same masks. The network stage is timed
+with the wall clock and with the process CPU time (meaningful on a loaded machine with
+``--threads 1``).
+
 Usage::
 
-    python bench/submission.py [--num_images 5508] [--keep DIR]
+    python bench/submission.py [--num_images 5508] [--keep DIR] [--baseline] [--threads N]
 """
 
 from __future__ import annotations
@@ -24,15 +31,17 @@ import tempfile
 import time
 from collections import defaultdict
 
+import numpy as np
 import torch
 from monai.bundle import ConfigParser, run
 from monai.data import decollate_batch
 
-from monai_seg.data import make_nerve_test_images, rle_encode
+from monai_seg.data import make_nerve_test_images, rle_decode, rle_encode
 
 BUNDLE = os.path.join(os.path.dirname(__file__), "..", "bundles", "nerve_ultrasound_segmentation")
 CONFIG = os.path.join(BUNDLE, "configs", "inference.json")
 WORST_CASE = {"presence_threshold": 0.0, "min_pixels": 0}
+BASELINE = {"evaluator#network": "@network"}  # the plain net, as before EvalOptimized
 
 
 def write_checkpoint(path: str) -> None:
@@ -43,14 +52,16 @@ def write_checkpoint(path: str) -> None:
     torch.save(parser.get_parsed_content("network_def").state_dict(), path)
 
 
-def run_bundle(dataset_dir: str, output_dir: str, checkpoint: str) -> float:
+def run_bundle(dataset_dir: str, output_dir: str, checkpoint: str, baseline: bool) -> float:
     start = time.perf_counter()
     run(config_file=CONFIG, logging_file=False, dataset_dir=dataset_dir, output_dir=output_dir,
-        checkpoint=checkpoint, bundle_root=BUNDLE, **WORST_CASE)
+        checkpoint=checkpoint, bundle_root=BUNDLE, **WORST_CASE, **(BASELINE if baseline else {}))
     return time.perf_counter() - start
 
 
-def stage_times(dataset_dir: str, output_dir: str, checkpoint: str, batch_size: int) -> dict[str, float]:
+def stage_times(
+    dataset_dir: str, output_dir: str, checkpoint: str, batch_size: int, baseline: bool
+) -> dict[str, float]:
     """Each preprocessing and postprocessing transform, the net and RLE, timed separately in one process."""
     parser = ConfigParser()
     parser.read_config(CONFIG)
@@ -59,15 +70,19 @@ def stage_times(dataset_dir: str, output_dir: str, checkpoint: str, batch_size: 
     postprocessing = parser.get_parsed_content("postprocessing")
     network = parser.get_parsed_content("network").eval()
     network.load_state_dict(torch.load(checkpoint, weights_only=True))
+    if not baseline:
+        network = parser.get_parsed_content("inference_network").eval()
     datalist = parser.get_parsed_content("datalist")
     device = parser.get_parsed_content("device")
 
     times: dict[str, float] = defaultdict(float)
 
     def timed(name: str, fn, x):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = fn(x)
         times[name] += time.perf_counter() - start
+        if name == "network":
+            times["network (process CPU time)"] += time.process_time() - cpu
         return out
 
     for first in range(0, len(datalist), batch_size):
@@ -86,12 +101,29 @@ def stage_times(dataset_dir: str, output_dir: str, checkpoint: str, batch_size: 
     return dict(times)
 
 
+def differing_pixels(csv_a: str, csv_b: str, shape: tuple[int, int] = (420, 580)) -> tuple[int, int]:
+    """Pixels whose decoded masks differ between two submissions with the same images, and all pixels."""
+    rows = []
+    for path in (csv_a, csv_b):
+        with open(path) as f:
+            rows.append([line.rstrip("\n").split(",") for line in f][1:])
+    if [r[0] for r in rows[0]] != [r[0] for r in rows[1]]:
+        raise ValueError(f"{csv_a} and {csv_b} list different images.")
+    diff = sum(int(np.sum(rle_decode(a[1], shape) != rle_decode(b[1], shape))) for a, b in zip(*rows))
+    return diff, len(rows[0]) * shape[0] * shape[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_images", type=int, default=5508)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--keep", default=None, help="folder for the data and outputs (default: a temporary one)")
+    parser.add_argument("--baseline", action="store_true", help="also run the plain network, in the same process")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    paths = {"optimised": False, "baseline": True} if args.baseline else {"optimised": False}
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or tmp
@@ -103,18 +135,33 @@ def main() -> None:
         checkpoint = os.path.join(root, "model.pt")
         write_checkpoint(checkpoint)
 
-        total = run_bundle(dataset_dir, os.path.join(root, "bundle_out"), checkpoint)
-        with open(os.path.join(root, "bundle_out", "submission.csv")) as f:
-            rows = sum(1 for _ in f) - 1
-        print(f"\nbundle inference (monai.bundle run inference.json): {total:.1f} s for {rows} images "
-              f"({rows / total:.0f} img/s), torch threads {torch.get_num_threads()}\n")
+        totals, stages = {}, {}
+        for name, baseline in paths.items():
+            out = os.path.join(root, f"bundle_out_{name}")
+            totals[name] = run_bundle(dataset_dir, out, checkpoint, baseline)
+            with open(os.path.join(out, "submission.csv")) as f:
+                rows = sum(1 for _ in f) - 1
+            print(f"\nbundle inference, {name} (monai.bundle run inference.json): {totals[name]:.1f} s for {rows} "
+                  f"images ({rows / totals[name]:.0f} img/s), torch threads {torch.get_num_threads()}")
+        for name, baseline in paths.items():
+            stages[name] = stage_times(dataset_dir, os.path.join(root, f"stage_out_{name}"), checkpoint,
+                                       args.batch_size, baseline)
+        if args.baseline:
+            diff, pixels = differing_pixels(*(os.path.join(root, f"bundle_out_{n}", "submission.csv") for n in paths))
+            print(f"\noptimised / baseline end to end: {totals['optimised'] / totals['baseline']:.2f}; "
+                  f"mask pixels that differ: {diff} of {pixels} ({diff / pixels:.1e})")
 
-        times = stage_times(dataset_dir, os.path.join(root, "stage_out"), checkpoint, args.batch_size)
-        whole = sum(times.values())
-        print("| stage | s | share |\n|---|---|---|")
-        for name, seconds in times.items():
-            print(f"| {name} | {seconds:.1f} | {100 * seconds / whole:.0f}% |")
-        print(f"| sum (one process, no loader workers) | {whole:.1f} | 100% |")
+        names = list(paths)
+        print("\n| stage | " + " | ".join(f"{n} s" for n in names) + (" | optimised / baseline |" if args.baseline else " |"))
+        print("|---" * (len(names) + 1 + args.baseline) + "|")
+        sums = {n: sum(v for k, v in stages[n].items() if "CPU" not in k) for n in names}
+        for stage in stages["optimised"]:
+            values = [stages[n][stage] for n in names]
+            ratio = f" | {values[0] / values[1]:.2f} |" if args.baseline else " |"
+            print(f"| {stage} | " + " | ".join(f"{v:.1f}" for v in values) + ratio)
+        ratio = f" | {sums['optimised'] / sums['baseline']:.2f} |" if args.baseline else " |"
+        print("| sum (one process, no loader workers; CPU time row excluded) | "
+              + " | ".join(f"{sums[n]:.1f}" for n in names) + ratio)
 
 
 if __name__ == "__main__":
