@@ -1,0 +1,1 @@
+"""Opt-in integration tests against real external servers (see docs/monailabel.md)."""
