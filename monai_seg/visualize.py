@@ -1,4 +1,5 @@
-"""Figures: training curves and overlay grids (image, ground truth, prediction, presence), as the studies show."""
+"""Figures: training curves, overlay grids (image, ground truth, prediction, presence) and the uncertainty
+figure of a 3D volume (input, mean probability, uncertainty map), as the studies show."""
 
 from __future__ import annotations
 
@@ -9,15 +10,27 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from monai.data import MetaTensor  # noqa: E402
 from monai.handlers import from_engine  # noqa: E402
 from monai.utils import min_version, optional_import  # noqa: E402
+
+from monai_seg.metrics.brats import item_case_name  # noqa: E402
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
-__all__ = ["OverlayGrid", "TrainingCurves", "save_figure", "save_overlay_grid", "save_training_curves"]
+__all__ = [
+    "OverlayGrid",
+    "TrainingCurves",
+    "UncertaintyFigures",
+    "save_figure",
+    "save_overlay_grid",
+    "save_training_curves",
+    "save_uncertainty_figure",
+]
 
 
 def save_figure(fig: plt.Figure, filename: str) -> None:
@@ -66,8 +79,8 @@ def save_overlay_grid(
 
     Args:
         images: channel-first images (C, W, H) in MONAI's 2D layout.
-        labels: binary ground-truth masks (1, W, H), or None (inference).
-        preds: binary predicted masks (1, W, H).
+        labels: ground-truth masks (1, W, H), binary or class maps (0..N-1), or None (inference).
+        preds: predicted masks (1, W, H), binary or class maps.
         filename: PNG file to write.
         presence: presence probability per image, shown in the prediction panel's title.
         titles: a name per row (e.g. the file name).
@@ -80,7 +93,9 @@ def save_overlay_grid(
             ax = axes[row, col]
             ax.imshow(_to_2d(image), cmap="gray")
             if mask is not None:
-                ax.contour(_to_2d(mask), levels=[0.5], colors="lime" if name == "ground truth" else "red", linewidths=1)
+                mask_2d = _to_2d(mask)
+                levels = np.arange(0.5, max(float(mask_2d.max()), 1.0))  # every class boundary of a class map
+                ax.contour(mask_2d, levels=levels, colors="lime" if name == "ground truth" else "red", linewidths=1)
             title = name if titles is None or col else f"{titles[row]}"
             if name == "prediction" and presence is not None:
                 title += f" (presence {presence[row]:.2f})"
@@ -170,3 +185,161 @@ class OverlayGrid:
             titles=[os.path.basename(str(item["image"].meta.get("filename_or_obj", i)))
                     if hasattr(item["image"], "meta") else str(i) for i, item in enumerate(self._items)],
         )
+
+
+_CONTOUR_COLOURS = ("lime", "red", "cyan", "yellow")
+
+
+def _to_ras(x: torch.Tensor | np.ndarray, affine: np.ndarray | None) -> np.ndarray:
+    """(C, *spatial) array reoriented to RAS axes (a permutation and flips, no resampling)."""
+    array = torch.as_tensor(x).detach().cpu().float().numpy()
+    if affine is None:
+        return array
+    ornt = nib.orientations.io_orientation(np.asarray(affine))
+    return np.stack([nib.orientations.apply_orientation(channel, ornt) for channel in array])
+
+
+def _axial(volume: np.ndarray, index: int) -> np.ndarray:
+    """Axial slice ``index`` of a RAS (*spatial) volume, in radiological display (patient right on the left)."""
+    return volume[:, :, index].T[::-1, ::-1]
+
+
+def _slices_to_show(mask: np.ndarray, num_slices: int) -> list[int]:
+    """``num_slices`` axial indices spread over the extent of ``mask`` (H, W, D); the middle slice if empty."""
+    present = np.flatnonzero(mask.any((0, 1)))
+    if present.size == 0:
+        return [mask.shape[2] // 2]
+    chosen = np.linspace(present[0], present[-1], num_slices + 2)[1:-1] if present.size > num_slices else present
+    return sorted({int(round(k)) for k in chosen})
+
+
+def save_uncertainty_figure(
+    image: torch.Tensor,
+    prob: torch.Tensor,
+    uncertainty: torch.Tensor,
+    filename: str,
+    label: torch.Tensor | None = None,
+    channel: int = 0,
+    image_channel: int = 0,
+    num_slices: int = 3,
+    threshold: float = 0.5,
+    uncertainty_name: str = "uncertainty",
+    title: str | None = None,
+) -> None:
+    """The BraTS study's figure for one volume: a row per axial slice with the input and the ground-truth
+    outline, the prediction (mean probability and its outline) and the uncertainty map.
+
+    Slices are spread over the tumour (ground truth, else prediction); volumes are shown in RAS axes in
+    radiological convention (patient right on the left). Outlines of the ground truth (first column) and of
+    the prediction (second column, over the mean probability) are drawn for every channel, in the colours
+    green, red, cyan, yellow in channel order; the probability and uncertainty maps show ``channel``.
+
+    Args:
+        image: (C_in, H, W, D) input; a MetaTensor's affine orients the display.
+        prob: (C, H, W, D) mean probability on the image's grid.
+        uncertainty: (C, H, W, D) uncertainty map.
+        filename: PNG file to write.
+        label: (C, H, W, D) binary ground truth, or None.
+        channel: channel of ``prob`` / ``uncertainty`` shown as heat maps.
+        image_channel: input channel in the background (0: FLAIR in BraTS order).
+        num_slices: rows of the figure.
+        threshold: probability threshold of the prediction outline.
+        uncertainty_name: title of the uncertainty column.
+        title: figure title (e.g. the case).
+    """
+    affine = image.affine.numpy() if isinstance(image, MetaTensor) else None
+    background = _to_ras(image, affine)[image_channel]
+    prob_ras, unc_ras = _to_ras(prob, affine), _to_ras(uncertainty, affine)
+    label_ras = None if label is None else _to_ras(label, affine) > 0.5
+    tumour = label_ras if label_ras is not None and label_ras.any() else prob_ras > threshold
+    shown = _slices_to_show(tumour.any(0), num_slices)
+    top = max(float(unc_ras[channel].max()), 1e-6)
+    first = "input + ground truth" if label is not None else "input"
+    columns = [first, "mean probability + prediction", uncertainty_name]
+    fig, axes = plt.subplots(len(shown), 3, figsize=(10.0, 3.0 * len(shown)), squeeze=False, layout="constrained")
+    for row, k in enumerate(shown):
+        axes[row, 0].imshow(_axial(background, k), cmap="gray")
+        prob_image = axes[row, 1].imshow(_axial(prob_ras[channel], k), cmap="viridis", vmin=0, vmax=1)
+        unc_image = axes[row, 2].imshow(_axial(unc_ras[channel], k), cmap="magma", vmin=0, vmax=top)
+        for c in range(len(prob_ras)):
+            colour = _CONTOUR_COLOURS[c % len(_CONTOUR_COLOURS)]
+            if label_ras is not None:
+                axes[row, 0].contour(_axial(label_ras[c], k).astype(float), levels=[0.5], colors=colour, linewidths=1)
+            axes[row, 1].contour(_axial(prob_ras[c], k), levels=[threshold], colors=colour, linewidths=1)
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{columns[col]}, slice {k}" if col == 0 else columns[col], fontsize=8)
+    fig.colorbar(prob_image, ax=axes[:, 1], shrink=0.8)
+    fig.colorbar(unc_image, ax=axes[:, 2], shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    save_figure(fig, filename)
+
+
+class UncertaintyFigures:
+    """Ignite handler that saves :func:`save_uncertainty_figure` as ``<output_dir>/<case>_uncertainty.png``
+    for every case of an evaluator run (inference or evaluation).
+
+    It reads the decollated ``engine.state.output`` items after ``postprocessing``, with the image and
+    all maps on one grid (``Invertd`` them first); the label is drawn when the item has one.
+
+    Args:
+        output_dir: folder of the PNG files.
+        prob_key: key of the mean probability.
+        uncertainty_key: key of the uncertainty map shown.
+        label_key: key of the binary ground truth (optional in the items).
+        image_key: key of the input image; its ``filename_or_obj`` names the case.
+        channel: probability / uncertainty channel shown as heat maps.
+        num_slices: axial slices per figure.
+        threshold: probability threshold of the prediction outline.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        prob_key: str = "pred_prob",
+        uncertainty_key: str = "pred_std",
+        label_key: str = "label",
+        image_key: str = "image",
+        channel: int = 0,
+        num_slices: int = 3,
+        threshold: float = 0.5,
+    ) -> None:
+        self.output_dir = output_dir
+        self.prob_key = prob_key
+        self.uncertainty_key = uncertainty_key
+        self.label_key = label_key
+        self.image_key = image_key
+        self.channel = channel
+        self.num_slices = num_slices
+        self.threshold = threshold
+
+    def attach(self, engine: Engine) -> None:
+        """
+        Args:
+            engine: Ignite Engine, usually an evaluator.
+        """
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        """
+        Save the figures of the current iteration.
+
+        Args:
+            engine: Ignite Engine, usually an evaluator.
+        """
+        for index, item in enumerate(engine.state.output):
+            case = item_case_name(item, self.image_key) or f"{engine.state.iteration}_{index}"
+            save_uncertainty_figure(
+                item[self.image_key],
+                item[self.prob_key],
+                item[self.uncertainty_key],
+                os.path.join(self.output_dir, f"{case}_uncertainty.png"),
+                label=item.get(self.label_key),
+                channel=self.channel,
+                num_slices=self.num_slices,
+                threshold=self.threshold,
+                uncertainty_name=self.uncertainty_key.split("_", 1)[-1],
+                title=case,
+            )

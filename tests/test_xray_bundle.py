@@ -74,7 +74,7 @@ def test_training_clips_gradients_and_steps_the_plateau_schedule(tmp_path, train
     parser.get_parsed_content("run#0")  # registers the clipping, as `run` does
     trainer.add_event_handler(IterationEvents.BACKWARD_COMPLETED, lambda _: norms.append(
         float(torch.norm(torch.stack([p.grad.norm() for p in network.parameters() if p.grad is not None])))))
-    parser.get_parsed_content("run#1")
+    parser.get_parsed_content("run")  # the rest of `run`: attaches the resume handlers and trains
     assert len(norms) == 2 and max(norms) <= 1e-3 * (1 + 1e-4)
     scheduler = parser.get_parsed_content("lr_scheduler")
     assert isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and scheduler.patience == 5

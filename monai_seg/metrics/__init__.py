@@ -1,6 +1,6 @@
 """Metrics MONAI lacks: Kaggle per-image Dice and the binary report, BraTS volume metrics, uncertainty quality."""
 
-from .brats import VOLUME_METRICS, BraTSReport, UncertaintyFigures, compute_volume_metrics, save_uncertainty_figure
+from .brats import VOLUME_METRICS, BraTSReport, compute_volume_metrics, item_case_name
 from .fov import from_engine_fov, select_fov
 from .segmentation import (
     SEGMENTATION_METRICS,

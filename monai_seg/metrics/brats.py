@@ -1,5 +1,6 @@
 """Per-case evaluation of Monte-Carlo dropout segmentations of 3D volumes (the BraTS bundle): region
-metrics, uncertainty quality, a CSV / JSON report and a figure per case.
+metrics, uncertainty quality and a CSV / JSON report (the figure per case is
+:class:`monai_seg.visualize.UncertaintyFigures`).
 
 Per case and region (binary channel, e.g. WT, or TC / WT / ET):
 
@@ -27,11 +28,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ignite.distributed as idist
-import matplotlib
-import nibabel as nib
 import numpy as np
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing
 from monai.metrics import CalibrationErrorMetric, compute_hausdorff_distance, get_confusion_matrix
@@ -41,12 +40,8 @@ from monai_seg.data.brats import brats_case_name
 from monai_seg.metrics.segmentation import ReportHandler, segmentation_metrics_from_confusion_matrix
 from monai_seg.metrics.uncertainty import compute_uncertainty_error_auroc
 from monai_seg.utils import atomic_write_text
-from monai_seg.visualize import save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-__all__ = ["VOLUME_METRICS", "compute_volume_metrics", "BraTSReport", "save_uncertainty_figure", "UncertaintyFigures"]
+__all__ = ["VOLUME_METRICS", "compute_volume_metrics", "BraTSReport", "item_case_name"]
 
 VOLUME_METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity", "uncertainty_auroc", "ece")
 """Per-region columns of :class:`BraTSReport`, in order."""
@@ -107,8 +102,8 @@ def compute_volume_metrics(
     return {name: metrics[name].float() for name in VOLUME_METRICS}
 
 
-def _case_name(item: Mapping, image_key: str) -> str:
-    """The case of a decollated output item, from its image's ``filename_or_obj``."""
+def item_case_name(item: Mapping, image_key: str) -> str:
+    """The case of a decollated output item, from its image's ``filename_or_obj``; "" without one."""
     meta = getattr(item[image_key], "meta", {})
     return brats_case_name(meta[ImageMetaKey.FILENAME_OR_OBJ]) if ImageMetaKey.FILENAME_OR_OBJ in meta else ""
 
@@ -204,7 +199,7 @@ class BraTSReport(ReportHandler):
                 threshold=self.threshold,
                 num_bins=self.num_bins,
             )
-            self._cases.append(_case_name(item, self.image_key) or str(len(self._cases)))
+            self._cases.append(item_case_name(item, self.image_key) or str(len(self._cases)))
             self._rows.append(torch.cat([metrics[name] for name in VOLUME_METRICS]))
 
     def _finalize(self, _engine: Engine) -> None:
@@ -229,161 +224,3 @@ class BraTSReport(ReportHandler):
         atomic_write_text(os.path.join(self.output_dir, self.per_case_filename), table.getvalue())
         atomic_write_text(os.path.join(self.output_dir, self.summary_filename), json.dumps(summary, indent=2) + "\n")
         self.logger.info(f"BraTS report of {len(cases)} cases written to {self.output_dir}: {summary}")
-
-
-_CONTOUR_COLOURS = ("lime", "red", "cyan", "yellow")
-
-
-def _to_ras(x: torch.Tensor | np.ndarray, affine: np.ndarray | None) -> np.ndarray:
-    """(C, *spatial) array reoriented to RAS axes (a permutation and flips, no resampling)."""
-    array = _array(x).float().numpy()
-    if affine is None:
-        return array
-    ornt = nib.orientations.io_orientation(np.asarray(affine))
-    return np.stack([nib.orientations.apply_orientation(channel, ornt) for channel in array])
-
-
-def _axial(volume: np.ndarray, index: int) -> np.ndarray:
-    """Axial slice ``index`` of a RAS (*spatial) volume, in radiological display (patient right on the left)."""
-    return volume[:, :, index].T[::-1, ::-1]
-
-
-def _slices_to_show(mask: np.ndarray, num_slices: int) -> list[int]:
-    """``num_slices`` axial indices spread over the extent of ``mask`` (H, W, D); the middle slice if empty."""
-    present = np.flatnonzero(mask.any((0, 1)))
-    if present.size == 0:
-        return [mask.shape[2] // 2]
-    chosen = np.linspace(present[0], present[-1], num_slices + 2)[1:-1] if present.size > num_slices else present
-    return sorted({int(round(k)) for k in chosen})
-
-
-def save_uncertainty_figure(
-    image: torch.Tensor,
-    prob: torch.Tensor,
-    uncertainty: torch.Tensor,
-    filename: str,
-    label: torch.Tensor | None = None,
-    channel: int = 0,
-    image_channel: int = 0,
-    num_slices: int = 3,
-    threshold: float = 0.5,
-    uncertainty_name: str = "uncertainty",
-    title: str | None = None,
-) -> None:
-    """The BraTS study's figure for one volume: a row per axial slice with the input and the ground-truth
-    outline, the prediction (mean probability and its outline) and the uncertainty map.
-
-    Slices are spread over the tumour (ground truth, else prediction); volumes are shown in RAS axes in
-    radiological convention (patient right on the left). Outlines of the ground truth (first column) and of
-    the prediction (second column, over the mean probability) are drawn for every channel, in the colours
-    green, red, cyan, yellow in channel order; the probability and uncertainty maps show ``channel``.
-
-    Args:
-        image: (C_in, H, W, D) input; a MetaTensor's affine orients the display.
-        prob: (C, H, W, D) mean probability on the image's grid.
-        uncertainty: (C, H, W, D) uncertainty map.
-        filename: PNG file to write.
-        label: (C, H, W, D) binary ground truth, or None.
-        channel: channel of ``prob`` / ``uncertainty`` shown as heat maps.
-        image_channel: input channel in the background (0: FLAIR in BraTS order).
-        num_slices: rows of the figure.
-        threshold: probability threshold of the prediction outline.
-        uncertainty_name: title of the uncertainty column.
-        title: figure title (e.g. the case).
-    """
-    affine = image.affine.numpy() if isinstance(image, MetaTensor) else None
-    background = _to_ras(image, affine)[image_channel]
-    prob_ras, unc_ras = _to_ras(prob, affine), _to_ras(uncertainty, affine)
-    label_ras = None if label is None else _to_ras(label, affine) > 0.5
-    tumour = label_ras if label_ras is not None and label_ras.any() else prob_ras > threshold
-    shown = _slices_to_show(tumour.any(0), num_slices)
-    top = max(float(unc_ras[channel].max()), 1e-6)
-    first = "input + ground truth" if label is not None else "input"
-    columns = [first, "mean probability + prediction", uncertainty_name]
-    fig, axes = plt.subplots(len(shown), 3, figsize=(10.0, 3.0 * len(shown)), squeeze=False, layout="constrained")
-    for row, k in enumerate(shown):
-        axes[row, 0].imshow(_axial(background, k), cmap="gray")
-        prob_image = axes[row, 1].imshow(_axial(prob_ras[channel], k), cmap="viridis", vmin=0, vmax=1)
-        unc_image = axes[row, 2].imshow(_axial(unc_ras[channel], k), cmap="magma", vmin=0, vmax=top)
-        for c in range(len(prob_ras)):
-            colour = _CONTOUR_COLOURS[c % len(_CONTOUR_COLOURS)]
-            if label_ras is not None:
-                axes[row, 0].contour(_axial(label_ras[c], k).astype(float), levels=[0.5], colors=colour, linewidths=1)
-            axes[row, 1].contour(_axial(prob_ras[c], k), levels=[threshold], colors=colour, linewidths=1)
-        for col, ax in enumerate(axes[row]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{columns[col]}, slice {k}" if col == 0 else columns[col], fontsize=8)
-    fig.colorbar(prob_image, ax=axes[:, 1], shrink=0.8)
-    fig.colorbar(unc_image, ax=axes[:, 2], shrink=0.8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    save_figure(fig, filename)
-
-
-class UncertaintyFigures:
-    """Ignite handler that saves :func:`save_uncertainty_figure` as ``<output_dir>/<case>_uncertainty.png``
-    for every case of an evaluator run (inference or evaluation).
-
-    It reads the decollated ``engine.state.output`` items after ``postprocessing``, with the image and
-    all maps on one grid (``Invertd`` them first); the label is drawn when the item has one.
-
-    Args:
-        output_dir: folder of the PNG files.
-        prob_key: key of the mean probability.
-        uncertainty_key: key of the uncertainty map shown.
-        label_key: key of the binary ground truth (optional in the items).
-        image_key: key of the input image; its ``filename_or_obj`` names the case.
-        channel: probability / uncertainty channel shown as heat maps.
-        num_slices: axial slices per figure.
-        threshold: probability threshold of the prediction outline.
-    """
-
-    def __init__(
-        self,
-        output_dir: str,
-        prob_key: str = "pred_prob",
-        uncertainty_key: str = "pred_std",
-        label_key: str = "label",
-        image_key: str = "image",
-        channel: int = 0,
-        num_slices: int = 3,
-        threshold: float = 0.5,
-    ) -> None:
-        self.output_dir = output_dir
-        self.prob_key = prob_key
-        self.uncertainty_key = uncertainty_key
-        self.label_key = label_key
-        self.image_key = image_key
-        self.channel = channel
-        self.num_slices = num_slices
-        self.threshold = threshold
-
-    def attach(self, engine: Engine) -> None:
-        """
-        Args:
-            engine: Ignite Engine, usually an evaluator.
-        """
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        """
-        Save the figures of the current iteration.
-
-        Args:
-            engine: Ignite Engine, usually an evaluator.
-        """
-        for index, item in enumerate(engine.state.output):
-            case = _case_name(item, self.image_key) or f"{engine.state.iteration}_{index}"
-            save_uncertainty_figure(
-                item[self.image_key],
-                item[self.prob_key],
-                item[self.uncertainty_key],
-                os.path.join(self.output_dir, f"{case}_uncertainty.png"),
-                label=item.get(self.label_key),
-                channel=self.channel,
-                num_slices=self.num_slices,
-                threshold=self.threshold,
-                uncertainty_name=self.uncertainty_key.split("_", 1)[-1],
-                title=case,
-            )
