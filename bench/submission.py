@@ -21,6 +21,7 @@ with the wall clock and with the process CPU time (meaningful on a loaded machin
 Usage::
 
     python bench/submission.py [--num_images 5508] [--keep DIR] [--baseline] [--threads N]
+        [--num_workers N [N ...]] [--skip_stages]
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ def write_checkpoint(path: str) -> None:
     torch.save(parser.get_parsed_content("network_def").state_dict(), path)
 
 
-def run_bundle(dataset_dir: str, output_dir: str, checkpoint: str, baseline: bool) -> float:
+def run_bundle(dataset_dir: str, output_dir: str, checkpoint: str, baseline: bool, num_workers: int | None) -> float:
     start = time.perf_counter()
+    workers = {} if num_workers is None else {"num_workers": num_workers}
     run(config_file=CONFIG, logging_file=False, dataset_dir=dataset_dir, output_dir=output_dir,
-        checkpoint=checkpoint, bundle_root=BUNDLE, **WORST_CASE, **(BASELINE if baseline else {}))
+        checkpoint=checkpoint, bundle_root=BUNDLE, overwrite=True, **WORST_CASE, **(BASELINE if baseline else {}), **workers)
     return time.perf_counter() - start
 
 
@@ -120,6 +122,9 @@ def main() -> None:
     parser.add_argument("--keep", default=None, help="folder for the data and outputs (default: a temporary one)")
     parser.add_argument("--baseline", action="store_true", help="also run the plain network, in the same process")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--num_workers", type=int, nargs="+", default=[None],
+                        help="loader workers of the end-to-end runs, one optimised run each (default: the bundle's)")
+    parser.add_argument("--skip_stages", action="store_true", help="end-to-end runs only, no per-stage pass")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -135,21 +140,27 @@ def main() -> None:
         checkpoint = os.path.join(root, "model.pt")
         write_checkpoint(checkpoint)
 
-        totals, stages = {}, {}
-        for name, baseline in paths.items():
-            out = os.path.join(root, f"bundle_out_{name}")
-            totals[name] = run_bundle(dataset_dir, out, checkpoint, baseline)
+        totals, outs, stages = {}, {}, {}
+        runs = [(f"optimised, num_workers {w}" if w is not None else "optimised", False, w) for w in args.num_workers]
+        for label, baseline, workers in runs + [("baseline", True, None)] * args.baseline:
+            out = os.path.join(root, f"bundle_out_{label.replace(', ', '_').replace(' ', '')}")
+            name = "baseline" if baseline else "optimised"
+            seconds = run_bundle(dataset_dir, out, checkpoint, baseline, workers)
+            totals.setdefault(name, seconds)
+            outs.setdefault(name, out)
             with open(os.path.join(out, "submission.csv")) as f:
                 rows = sum(1 for _ in f) - 1
-            print(f"\nbundle inference, {name} (monai.bundle run inference.json): {totals[name]:.1f} s for {rows} "
-                  f"images ({rows / totals[name]:.0f} img/s), torch threads {torch.get_num_threads()}")
+            print(f"\nbundle inference, {label} (monai.bundle run inference.json): {seconds:.1f} s for {rows} "
+                  f"images ({rows / seconds:.0f} img/s), torch threads {torch.get_num_threads()}")
+        if args.baseline:
+            diff, pixels = differing_pixels(*(os.path.join(outs[n], "submission.csv") for n in paths))
+            print(f"\noptimised / baseline end to end: {totals['optimised'] / totals['baseline']:.2f}; "
+                  f"mask pixels that differ: {diff} of {pixels} ({diff / pixels:.1e})")
+        if args.skip_stages:
+            return
         for name, baseline in paths.items():
             stages[name] = stage_times(dataset_dir, os.path.join(root, f"stage_out_{name}"), checkpoint,
                                        args.batch_size, baseline)
-        if args.baseline:
-            diff, pixels = differing_pixels(*(os.path.join(root, f"bundle_out_{n}", "submission.csv") for n in paths))
-            print(f"\noptimised / baseline end to end: {totals['optimised'] / totals['baseline']:.2f}; "
-                  f"mask pixels that differ: {diff} of {pixels} ({diff / pixels:.1e})")
 
         names = list(paths)
         print("\n| stage | " + " | ".join(f"{n} s" for n in names) + (" | optimised / baseline |" if args.baseline else " |"))

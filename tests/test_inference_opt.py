@@ -7,6 +7,7 @@ the convolutions' weights, sums in another order): atol 1e-5 on logits of order 
 from __future__ import annotations
 
 import csv
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.bundle import ConfigParser
+from monai.data import MetaTensor
 from monai.networks.nets import BasicUNet, UNet
 
 from monai_seg.data import make_nerve_demo, rle_decode
@@ -111,6 +113,20 @@ class TestOptimizeForInference:
             assert torch.equal(max_pool3(x.contiguous(memory_format=torch.channels_last)), pool(x, 3, 1, 1))
 
 
+def meta_operations(run) -> int:
+    """How many torch operations ``run()`` sends through ``MetaTensor.__torch_function__``."""
+    calls = []
+    original = MetaTensor.__torch_function__.__func__
+
+    def counting(cls, func, types, args=(), kwargs=None):
+        calls.append(func)
+        return original(cls, func, types, args, kwargs)
+
+    with patch.object(MetaTensor, "__torch_function__", classmethod(counting)):
+        run()
+    return len(calls)
+
+
 class TestEvalOptimized:
     def net_and_input(self):
         torch.manual_seed(0)
@@ -157,6 +173,22 @@ class TestEvalOptimized:
             # the inferer switches the plain net's dropout on and raises unless a dropout layer ran
             maps = MCDropoutInferer(num_samples=3, sample_batch=3, prefix_sampling=False)(x, wrapped)
         assert torch.isfinite(maps).all()
+
+    def test_metatensor_batch_keeps_the_plain_nets_metadata(self):
+        net, x = self.net_and_input()
+        batch = MetaTensor(x, affine=torch.eye(4) * 2, meta={"filename_or_obj": "a.tif"})
+        batch.is_batch = True
+        batch.applied_operations = [{"class": "Resized"}]
+        wrapped = EvalOptimized(net, chunk=2).eval()
+        with torch.no_grad():
+            out, expected = wrapped(batch), net(batch)
+        assert isinstance(out, MetaTensor) and out.is_batch
+        torch.testing.assert_close(out.as_tensor(), expected.as_tensor(), atol=ATOL, rtol=0)
+        assert out.meta["filename_or_obj"] == expected.meta["filename_or_obj"] == "a.tif"
+        assert torch.equal(out.affine, expected.affine)
+        assert out.applied_operations == expected.applied_operations
+        with torch.no_grad():  # no metadata handling inside the optimised net
+            assert meta_operations(lambda: wrapped(batch)) < 10 < meta_operations(lambda: net(batch))
 
     def test_bad_chunk(self):
         with pytest.raises(ValueError, match="chunk"):
