@@ -8,6 +8,7 @@ import csv
 import logging
 import os
 import re
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -412,3 +413,12 @@ def test_bundle_inference_continues_past_a_bad_file(nerve_bundle_data, tmp_path)
         rows = list(csv.DictReader(f))
     assert [row["file"] for row in rows] == [os.path.join(data, "test", "2.tif")]
     assert rows[0]["error"].startswith("Cannot read TIF")
+    # the failure list of a run is one of its results: a new run does not replace it without --overwrite true
+    failures = (tmp_path / "failures.csv").read_bytes()
+    shutil.rmtree(tmp_path / "masks")
+    os.remove(tmp_path / "submission.csv")
+    with pytest.raises(RuntimeError) as error:  # the bundle parser wraps the FileExistsError
+        run_bundle(BUNDLE, ["inference.json"], skip_invalid=True, **args, **SMALL)
+    assert isinstance(error.value.__cause__, FileExistsError)
+    assert re.search(r"failures\.csv exists.*--overwrite true", str(error.value.__cause__))
+    assert (tmp_path / "failures.csv").read_bytes() == failures and not (tmp_path / "masks").exists()
