@@ -77,6 +77,24 @@ def test_maps_match_hand_computation(activation: str, out_channels: int) -> None
     assert (out[:, layout["std"]] > 0).any() and (out[:, layout["mutual_info"]] > 0).any()
 
 
+@pytest.mark.parametrize("activation,out_channels", [("sigmoid", 2), ("softmax", 3)])
+def test_one_sample_is_one_stochastic_pass(activation: str, out_channels: int) -> None:
+    """T = 1: the pass's probabilities and entropy, no spread (std and mutual information zero)."""
+    net = small_net(out_channels)
+    x = torch.randn(2, 1, 12, 12)
+    out = MCDropoutInferer(1, activation=activation, seed=3, prefix_sampling=False)(x, net)
+    expected = reference_maps(net, x, 1, 3, activation)
+    layout = uncertainty_channels(out_channels, activation)
+    for name in ("mean", "entropy"):
+        torch.testing.assert_close(out[:, layout[name]].double(), expected[name], atol=1e-6, rtol=1e-5)
+    assert (out[:, layout["entropy"]] > 0).all()
+    assert not out[:, layout["std"]].any() and out[:, layout["mutual_info"]].abs().max() < 1e-6
+    with torch.no_grad():
+        deterministic = net.eval()(x)
+    probs = deterministic.sigmoid() if activation == "sigmoid" else deterministic.softmax(1)
+    assert not torch.allclose(out[:, layout["mean"]], probs, atol=1e-4)  # dropout did sample
+
+
 def test_entropy_values_in_nats() -> None:
     """A dropout that zeroes the logit half of the time: p is 0.5 or sigmoid(2)."""
     net = nn.Sequential(nn.Dropout(0.5)).eval()
@@ -108,7 +126,7 @@ def test_layout_round_trip() -> None:
     with pytest.raises(ValueError):
         MCDropoutInferer(maps=("mean", "variance"))
     with pytest.raises(ValueError):
-        MCDropoutInferer(num_samples=1)
+        MCDropoutInferer(num_samples=0)
 
 
 def test_only_dropout_switched_and_modes_restored() -> None:

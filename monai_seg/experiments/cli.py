@@ -20,7 +20,7 @@ SETTINGS_HELP = {
     "std": (float, None, "noise: standard deviation in raw image units (5000, for 16-bit images)"),
     "conditions": (str, "+", "noise: where the noise goes, of none both train val (all)"),
     "sizes": (int, "+", "training_size: numbers of training images (5 10 15 20 25 45 65 85 105; quick 2 4)"),
-    "samples": (int, "+", "uncertainty: Monte-Carlo samples T >= 2 (2 5 10 20 50; quick 2 4 8)"),
+    "samples": (int, "+", "uncertainty: Monte-Carlo samples T >= 1 (1 5 10 20 50; quick 1 4 8)"),
     "locations": (str, "+", "uncertainty: dropout placements, of everywhere decoder (both)"),
 }
 

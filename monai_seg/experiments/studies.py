@@ -375,7 +375,7 @@ def training_size(ctx: ExperimentContext, sizes: Sequence[int] = (5, 10, 15, 20,
 # ----------------------------------------------------------------------------------------------
 
 
-def uncertainty(ctx: ExperimentContext, samples: Sequence[int] = (2, 5, 10, 20, 50),
+def uncertainty(ctx: ExperimentContext, samples: Sequence[int] = (1, 5, 10, 20, 50),
                 locations: Sequence[str] = tuple(DROPOUT_LOCATIONS)) -> list[dict[str, Any]]:
     """MC-dropout samples T against uncertainty quality, dropout everywhere against decoder-only.
 
@@ -386,7 +386,7 @@ def uncertainty(ctx: ExperimentContext, samples: Sequence[int] = (2, 5, 10, 20, 
 
     Args:
         ctx: the experiment context (BraTS bundle).
-        samples: numbers of Monte-Carlo samples T.
+        samples: numbers of Monte-Carlo samples T (T = 1: one stochastic pass, its entropy as the map).
         locations: keys of :data:`DROPOUT_LOCATIONS`.
     """
     unknown = set(locations) - set(DROPOUT_LOCATIONS)

@@ -269,7 +269,9 @@ class MCDropoutInferer(Inferer):
     across processes and machines.
 
     Args:
-        num_samples: T, the number of dropout samples, >= 2.
+        num_samples: T, the number of dropout samples, >= 1. T = 1 is one stochastic pass: ``std`` and
+            ``mutual_info`` are then zero and ``entropy`` is that pass's entropy (the single-sample
+            baseline of uncertainty studies).
         inner: inferer that runs the network on parts of the input (``SlidingWindowInferer``,
             ``SliceInferer``, ...); ``None`` runs it on the whole input.
         activation: ``"sigmoid"`` (independent channels, e.g. binary or multi-label such as BraTS regions or
@@ -309,8 +311,8 @@ class MCDropoutInferer(Inferer):
         dropout_types: Sequence[type[nn.Module]] = DEFAULT_DROPOUT_TYPES,
     ) -> None:
         super().__init__()
-        if num_samples < 2:
-            raise ValueError(f"num_samples must be >= 2 for an uncertainty estimate, got {num_samples}.")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
         if sample_batch is not None and sample_batch < 1:
             raise ValueError(f"sample_batch must be None or >= 1, got {sample_batch}.")
         self.maps = _check_maps(maps, activation)
