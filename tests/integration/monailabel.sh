@@ -88,10 +88,12 @@ for pair in ${MODELS:-}; do MODEL[${pair%%=*}]=${pair#*=}; done
 for bundle in "${BUNDLES[@]}"; do
     src=$REPO/bundles/$bundle
     [[ -f $src/configs/inference.json ]] || { echo "no bundle $src" >&2; exit 1; }
-    IMAGE[$bundle]=$("${CHECK[@]}" sample "$src" "$WORK/data/$bundle" "$STUDIES")
     MODEL[$bundle]=${MODEL[$bundle]:-$src/models/model.pt}
     EMPTY_OK[$bundle]=""
-    if [[ ! -f ${MODEL[$bundle]} ]] || ! "${CHECK[@]}" model "$src" "${MODEL[$bundle]}"; then
+    if [[ -f ${MODEL[$bundle]} ]] && "${CHECK[@]}" model "$src" "${MODEL[$bundle]}"; then
+        IMAGE[$bundle]=$("${CHECK[@]}" sample "$src" "$WORK/data/$bundle" "$STUDIES" --model "${MODEL[$bundle]}")
+    else
+        IMAGE[$bundle]=$("${CHECK[@]}" sample "$src" "$WORK/data/$bundle" "$STUDIES")
         log "$bundle: no checkpoint that loads strictly; training $TRAIN_EPOCHS epochs on the demo data"
         start=$(date +%s)
         "$PYTHON" -m monai.bundle run training --config_file "$src/configs/train.json" \

@@ -2,8 +2,8 @@
 
 ``python -m tests.integration.monailabel_check <command> ...``:
 
-- ``sample BUNDLE_DIR DATA_DIR STUDIES``: write the bundle's demo data to ``DATA_DIR`` and one demo
-  image, as MONAI Label's datastore holds it, into ``STUDIES``; prints the image path.
+- ``sample BUNDLE_DIR DATA_DIR STUDIES [--model MODEL]``: write the bundle's demo data to ``DATA_DIR``
+  and one demo image, as MONAI Label's datastore holds it, into ``STUDIES``; prints the image path.
 - ``model BUNDLE_DIR MODEL``: exit 0 when ``MODEL`` loads into ``network_def`` with ``weights_only``
   and ``strict=True`` (MONAI Label loads ``strict=False``: weights whose keys differ stay random).
 - ``check BUNDLE_DIR IMAGE LABEL MODEL [--allow-empty]``: check the label MONAI Label returned for
@@ -104,19 +104,22 @@ def image_shape(path: str | Path) -> tuple[int, ...]:
     return tuple(nib.load(path).shape[:3]) if path.endswith(NIFTI) else Image.open(path).size[::-1]
 
 
-def write_sample(bundle_dir: str | Path, data_dir: Path, studies: Path) -> Path:
+def write_sample(bundle_dir: str | Path, data_dir: Path, studies: Path, model: str | Path | None = None) -> Path:
     """Demo data of the bundle in ``data_dir`` and one demo image, as MONAI Label's datastore holds it, in ``studies``.
 
     The image is the first of the bundle's inference datalist, named ``<bundle>_<file name>``; a list of
     files (the four BraTS modalities) is stacked as one 4D NIfTI, channels last, since MONAI Label sends
     one file per image. For the nerve bundle, whose test images may hold no nerve, it is the first
-    training image whose mask is not empty.
+    training image whose mask is not empty and, given ``model``, whose label from the bundle's own
+    pipeline with ``model`` is not empty either (the presence gate blanks some images with a nerve).
     """
     bundle_dir, studies = Path(bundle_dir), Path(studies)
     studies.mkdir(parents=True, exist_ok=True)
     if bundle_dir.name.startswith("nerve"):
         items = nerve_datalist(make_nerve_demo(data_dir, num_subjects=4, images_per_subject=4, num_test=2))
-        image = next(i for i in items if np.asarray(Image.open(i["label"])).any())["image"]
+        nerves = [i["image"] for i in items if np.asarray(Image.open(i["label"])).any()]
+        found = (i for i in nerves if model is None or np.asarray(monaibundle_pipeline(bundle_dir, i, model)["pred"]).any())
+        image = next(found, nerves[0])
     else:
         parser = inference_parser(bundle_dir, dataset_dir=str(data_dir), output_dir=str(data_dir / "outputs"))
         image = parser.get_parsed_content("datalist")[0]["image"]
@@ -164,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     sample.add_argument("bundle_dir")
     sample.add_argument("data_dir", type=Path)
     sample.add_argument("studies", type=Path)
+    sample.add_argument("--model", help="the served weights: prefer an image they label as not empty")
     model = commands.add_parser("model")
     model.add_argument("bundle_dir")
     model.add_argument("model")
@@ -176,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         if args.command == "sample":
-            print(write_sample(args.bundle_dir, args.data_dir, args.studies))
+            print(write_sample(args.bundle_dir, args.data_dir, args.studies, args.model))
         elif args.command == "model":
             load_network(inference_parser(args.bundle_dir), args.model)
         else:
