@@ -9,13 +9,12 @@ by single spaces; an empty mask is the empty string.
 from __future__ import annotations
 
 import csv
-import io
 import os
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from monai_seg.utils import atomic_write_text
+from monai_seg.utils import atomic_write_csv
 
 __all__ = ["NERVE_IMAGE_SHAPE", "rle_encode", "rle_decode", "write_submission", "read_train_masks_csv"]
 
@@ -134,11 +133,7 @@ def write_submission(rows: Mapping[int | str, str] | Iterable[tuple[int | str, s
         if number in submission:
             raise ValueError(f"Submission image id {number} appears more than once.")
         submission[number] = rle
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(["img", "pixels"])
-    writer.writerows(sorted(submission.items()))
-    atomic_write_text(path, table.getvalue())
+    atomic_write_csv(path, ["img", "pixels"], sorted(submission.items()))
     return str(path)
 
 

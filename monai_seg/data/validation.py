@@ -6,8 +6,6 @@ stop at the first bad case with a ``ValueError`` naming the file and the problem
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +17,7 @@ from monai.networks.utils import eval_mode
 from monai.utils import ImageMetaKey, optional_import
 from monai.utils.misc import str2bool
 
-from monai_seg.utils import atomic_write_text
+from monai_seg.utils import atomic_write_csv
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
@@ -40,12 +38,8 @@ def _case_file(item: Mapping) -> str:
 
 def _write_failures(path: str, failures: Sequence[tuple[str, str]]) -> None:
     """Write ``file,error`` rows (a header only when there is no failure), creating the folder."""
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(["file", "error"])
-    writer.writerows(failures)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write_text(path, table.getvalue())
+    atomic_write_csv(path, ["file", "error"], failures)
 
 
 def check_cases(

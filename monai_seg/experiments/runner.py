@@ -9,8 +9,6 @@ applies: training continues from ``checkpoint_latest.pt`` of an interrupted run.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -23,7 +21,7 @@ from typing import Any
 
 from monai.bundle import create_workflow
 
-from monai_seg.utils import atomic_write_text
+from monai_seg.utils import atomic_write_csv, atomic_write_text
 
 __all__ = ["BUNDLES_DIR", "Bundle", "RunStore", "markdown_table", "write_table", "format_value"]
 
@@ -187,12 +185,8 @@ def write_table(rows: Sequence[Mapping[str, Any]], output_dir: str | os.PathLike
         the Markdown table.
     """
     columns = list(rows[0])
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([row[c] for c in columns] for row in rows)
     markdown = markdown_table(rows)
     os.makedirs(output_dir, exist_ok=True)
-    atomic_write_text(Path(output_dir) / f"{name}.csv", table.getvalue())
+    atomic_write_csv(Path(output_dir) / f"{name}.csv", columns, ([row[c] for c in columns] for row in rows))
     atomic_write_text(Path(output_dir) / f"{name}.md", markdown)
     return markdown

@@ -19,8 +19,6 @@ does not inflate the uncertainty metrics.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import warnings
@@ -39,7 +37,7 @@ from monai.utils import ImageMetaKey, evenly_divisible_all_gather, string_list_a
 from monai_seg.data.brats import brats_case_name
 from monai_seg.metrics.segmentation import ReportHandler, segmentation_metrics_from_confusion_matrix
 from monai_seg.metrics.uncertainty import compute_uncertainty_error_auroc
-from monai_seg.utils import atomic_write_text
+from monai_seg.utils import atomic_write_csv, atomic_write_text
 
 __all__ = ["VOLUME_METRICS", "compute_volume_metrics", "BraTSReport", "item_case_name"]
 
@@ -211,16 +209,13 @@ class BraTSReport(ReportHandler):
             rows, cases = evenly_divisible_all_gather(rows, concat=True), string_list_all_gather(cases)
         if not is_writer:
             return
-        table = io.StringIO()
-        writer = csv.writer(table, lineterminator="\n")
-        writer.writerow(["case", *self.columns])
-        writer.writerows([case, *values] for case, values in zip(cases, rows.tolist()))
         summary: dict[str, Any] = {
             column: None if torch.isnan(values).all() else values.nanmean().item()
             for column, values in zip(self.columns, rows.T)
         }
         summary.update(num_cases=len(cases), threshold=self.threshold, uncertainty=self.uncertainty_key)
         os.makedirs(self.output_dir, exist_ok=True)
-        atomic_write_text(os.path.join(self.output_dir, self.per_case_filename), table.getvalue())
+        atomic_write_csv(os.path.join(self.output_dir, self.per_case_filename), ["case", *self.columns],
+                         ([case, *values] for case, values in zip(cases, rows.tolist())))
         atomic_write_text(os.path.join(self.output_dir, self.summary_filename), json.dumps(summary, indent=2) + "\n")
         self.logger.info(f"BraTS report of {len(cases)} cases written to {self.output_dir}: {summary}")

@@ -22,8 +22,6 @@ undefined only when the mask fills the whole image, where the same convention ap
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -45,7 +43,7 @@ from monai.metrics import (
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import ImageMetaKey, MetricReduction, evenly_divisible_all_gather, string_list_all_gather
 
-from monai_seg.utils import atomic_write_text
+from monai_seg.utils import atomic_write_csv, atomic_write_text
 
 __all__ = [
     "SEGMENTATION_METRICS",
@@ -283,12 +281,8 @@ def write_segmentation_report(
         columns["presence_prob"] = presence_prob.tolist()
         summary.update(compute_presence_metrics(presence_prob, gt_presence, presence_threshold))
 
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows(zip(*columns.values()))
     os.makedirs(output_dir, exist_ok=True)
-    atomic_write_text(os.path.join(output_dir, per_image_filename), table.getvalue())
+    atomic_write_csv(os.path.join(output_dir, per_image_filename), columns, zip(*columns.values()))
     atomic_write_text(os.path.join(output_dir, summary_filename), json.dumps(summary, indent=2) + "\n")
     return summary
 
