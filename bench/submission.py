@@ -2,45 +2,57 @@
 
 Writes 5,508 demo test TIFs (580x420, the Kaggle test set's size) to a temporary folder, then
 
-1. runs ``bundles/nerve_ultrasound_segmentation/configs/inference.json`` end to end through
-   ``monai.bundle.run`` (the product path: masks as PNG plus ``submission.csv``), and
-2. re-runs the same parsed components one stage at a time (read, resize, normalise, net, sigmoid,
-   resize back, gating, PNG writing, RLE) to show where the time goes.
+1. runs ``bundles/nerve_ultrasound_segmentation/configs/inference.json`` end to end with the
+   commands a user types, timed from launch to exit (Python start-up and imports included):
+   ``python -m monai.bundle run`` (one process, torch's threads), and for ``--processes N`` > 1
+   ``torchrun --nproc_per_node N`` with ``multi_gpu_inference.json`` merged on top (the test set
+   split over N processes of one thread each); masks as PNG plus ``submission.csv``;
+2. re-runs the same parsed components one stage at a time in this process (read, resize,
+   normalise, net, sigmoid, resize back, gating, PNG writing, RLE) to show where the time goes.
 
 The net has random weights and gating is disabled (``presence_threshold 0``, ``min_pixels 0``), so
-every mask is encoded: the worst case for the gating and RLE stages. Goal: <= 60 s end to end on 2
-CPU cores.
+every mask is encoded: the worst case for the gating and RLE stages. Each end-to-end run reports
+its processes' CPU time (user, system) and minor page faults, and its submission is checked
+against the first run's (decoded masks compared pixel by pixel). ``--malloc default`` also runs
+without ``monai_seg.utils.reuse_freed_memory()`` (the config's ``initialize``). Goal: <= 60 s end
+to end on 2 CPU cores.
 
 The bundle's evaluator runs ``inference_network``: :class:`monai_seg.networks.EvalOptimized`
 (BatchNorm folded, dropout dropped, batch evaluated in chunks). ``--baseline`` also runs the
-plain ``network`` (the path before it) in the same process, for the same stages, prints the
-ratios and checks that both submissions decode to the same masks. The network stage is timed
-with the wall clock and with the process CPU time (meaningful on a loaded machine with
-``--threads 1``).
+plain ``network`` (the path before it), one process, for the same stages and prints the ratios.
+The network stage is timed with the wall clock and with the process CPU time (meaningful on a
+loaded machine with ``--threads 1``).
 
 Usage::
 
     python bench/submission.py [--num_images 5508] [--keep DIR] [--baseline] [--threads N]
-        [--num_workers N [N ...]] [--skip_stages]
+        [--processes N [N ...]] [--num_workers N [N ...]] [--malloc reuse default] [--skip_stages]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser, run
+from monai.bundle import ConfigParser
 from monai.data import decollate_batch
 
 from monai_seg.data import make_nerve_test_images, rle_decode, rle_encode
 
 BUNDLE = os.path.join(os.path.dirname(__file__), "..", "bundles", "nerve_ultrasound_segmentation")
 CONFIG = os.path.join(BUNDLE, "configs", "inference.json")
+MULTI_PROCESS = os.path.join(BUNDLE, "configs", "multi_gpu_inference.json")
 WORST_CASE = {"presence_threshold": 0.0, "min_pixels": 0}
 BASELINE = {"evaluator#network": "@network"}  # the plain net, as before EvalOptimized
 
@@ -53,12 +65,54 @@ def write_checkpoint(path: str) -> None:
     torch.save(parser.get_parsed_content("network_def").state_dict(), path)
 
 
-def run_bundle(dataset_dir: str, output_dir: str, checkpoint: str, baseline: bool, num_workers: int | None) -> float:
-    start = time.perf_counter()
-    workers = {} if num_workers is None else {"num_workers": num_workers}
-    run(config_file=CONFIG, logging_file=False, dataset_dir=dataset_dir, output_dir=output_dir,
-        checkpoint=checkpoint, bundle_root=BUNDLE, overwrite=True, **WORST_CASE, **(BASELINE if baseline else {}), **workers)
-    return time.perf_counter() - start
+def bundle_command(processes: int, overrides: dict) -> list[str]:
+    """The user's command line: ``python -m monai.bundle run`` or, for several processes, under ``torchrun``."""
+    if processes == 1:
+        launch, config = [sys.executable], CONFIG
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+                  f"--master_port={port}"]
+        config = json.dumps([CONFIG, MULTI_PROCESS])
+    flags = [f"--{k}={v}" for k, v in overrides.items()]
+    return launch + ["-m", "monai.bundle", "run", "--config_file", config, "--logging_file", "False"] + flags
+
+
+@dataclass
+class Run:
+    """One end-to-end run of the bundle's inference command."""
+
+    baseline: bool = False
+    processes: int = 1
+    num_workers: int | None = None
+    default_malloc: bool = False
+
+    @property
+    def label(self) -> str:
+        parts = ["baseline" if self.baseline else "optimised", f"{self.processes} process{'es' * (self.processes > 1)}"]
+        parts += [f"num_workers {self.num_workers}"] * (self.num_workers is not None)
+        return ", ".join(parts + ["glibc's default malloc"] * self.default_malloc)
+
+
+def run_bundle(run: Run, dataset_dir: str, output_dir: str, checkpoint: str, threads: int | None) -> dict[str, float]:
+    """Wall seconds from launch to exit of the bundle's inference command, with its processes' CPU
+    seconds (user, system) and minor page faults; raises when the command fails."""
+    overrides = {"dataset_dir": dataset_dir, "output_dir": output_dir, "checkpoint": checkpoint,
+                 "bundle_root": BUNDLE, "overwrite": True, **WORST_CASE, **(BASELINE if run.baseline else {})}
+    if run.num_workers is not None:
+        overrides["num_workers"] = run.num_workers
+    if run.default_malloc:
+        overrides["initialize"] = "[]"  # without monai_seg.utils.reuse_freed_memory()
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    result = subprocess.run(bundle_command(run.processes, overrides), env=env, capture_output=True, text=True)
+    seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode:
+        raise RuntimeError(f"bundle inference failed:\n{result.stderr[-3000:]}")
+    return {"wall": seconds, "user": after.ru_utime - before.ru_utime, "sys": after.ru_stime - before.ru_stime,
+            "faults": after.ru_minflt - before.ru_minflt}
 
 
 def stage_times(
@@ -68,6 +122,7 @@ def stage_times(
     parser = ConfigParser()
     parser.read_config(CONFIG)
     parser.update({"dataset_dir": dataset_dir, "output_dir": output_dir, "bundle_root": BUNDLE, **WORST_CASE})
+    parser.get_parsed_content("initialize")  # as the bundle run does first (monai_seg.utils.reuse_freed_memory)
     preprocessing = parser.get_parsed_content("preprocessing")
     postprocessing = parser.get_parsed_content("postprocessing")
     network = parser.get_parsed_content("network").eval()
@@ -120,10 +175,16 @@ def main() -> None:
     parser.add_argument("--num_images", type=int, default=5508)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--keep", default=None, help="folder for the data and outputs (default: a temporary one)")
-    parser.add_argument("--baseline", action="store_true", help="also run the plain network, in the same process")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--baseline", action="store_true", help="also run the plain network (one process)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of the stage pass and OMP_NUM_THREADS of the end-to-end runs "
+                             "(default: torch's choice; torchrun's is 1 a process)")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2],
+                        help="processes of the end-to-end runs, one optimised run each (> 1: under torchrun)")
     parser.add_argument("--num_workers", type=int, nargs="+", default=[None],
-                        help="loader workers of the end-to-end runs, one optimised run each (default: the bundle's)")
+                        help="loader workers of the end-to-end runs, one optimised run each (default: the config's)")
+    parser.add_argument("--malloc", nargs="+", choices=["reuse", "default"], default=["reuse"],
+                        help="reuse: the config's reuse_freed_memory(); default: glibc's default (one run each)")
     parser.add_argument("--skip_stages", action="store_true", help="end-to-end runs only, no per-stage pass")
     args = parser.parse_args()
     if args.threads:
@@ -141,21 +202,21 @@ def main() -> None:
         write_checkpoint(checkpoint)
 
         totals, outs, stages = {}, {}, {}
-        runs = [(f"optimised, num_workers {w}" if w is not None else "optimised", False, w) for w in args.num_workers]
-        for label, baseline, workers in runs + [("baseline", True, None)] * args.baseline:
-            out = os.path.join(root, f"bundle_out_{label.replace(', ', '_').replace(' ', '')}")
-            name = "baseline" if baseline else "optimised"
-            seconds = run_bundle(dataset_dir, out, checkpoint, baseline, workers)
-            totals.setdefault(name, seconds)
-            outs.setdefault(name, out)
-            with open(os.path.join(out, "submission.csv")) as f:
-                rows = sum(1 for _ in f) - 1
-            print(f"\nbundle inference, {label} (monai.bundle run inference.json): {seconds:.1f} s for {rows} "
-                  f"images ({rows / seconds:.0f} img/s), torch threads {torch.get_num_threads()}")
+        runs = [Run(False, p, w, m == "default") for p in args.processes for w in args.num_workers for m in args.malloc]
+        print("| run | s, launch to exit | img/s | CPU user s | CPU system s | page faults | mask pixels that differ "
+              "from the first run's |\n|---|---|---|---|---|---|---|")
+        for run in runs + [Run(baseline=True)] * args.baseline:
+            out = os.path.join(root, "bundle_out_" + run.label.replace(", ", "_").replace(" ", "").replace("'", ""))
+            measured = run_bundle(run, dataset_dir, out, checkpoint, args.threads)
+            totals.setdefault("baseline" if run.baseline else "optimised", measured["wall"])
+            outs[run.label] = os.path.join(out, "submission.csv")
+            diff, pixels = differing_pixels(outs[next(iter(outs))], outs[run.label])
+            print(f"| {run.label} | {measured['wall']:.1f} | {args.num_images / measured['wall']:.0f} | "
+                  f"{measured['user']:.1f} | {measured['sys']:.1f} | {measured['faults']:.2e} | {diff} of {pixels} |",
+                  flush=True)
         if args.baseline:
-            diff, pixels = differing_pixels(*(os.path.join(outs[n], "submission.csv") for n in paths))
-            print(f"\noptimised / baseline end to end: {totals['optimised'] / totals['baseline']:.2f}; "
-                  f"mask pixels that differ: {diff} of {pixels} ({diff / pixels:.1e})")
+            print(f"\noptimised / baseline end to end (first optimised run, 1 process each): "
+                  f"{totals['optimised'] / totals['baseline']:.2f}")
         if args.skip_stages:
             return
         for name, baseline in paths.items():

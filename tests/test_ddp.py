@@ -3,6 +3,7 @@ every bundle's DDP config instantiated in-process in a 1-process gloo group (ran
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -22,10 +23,12 @@ from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandle
 from torch.nn.parallel import DistributedDataParallel
 
 from monai_seg.data import make_nerve_demo
+from monai_seg.networks import TwoHeadUNet
 from monai_seg.visualize import OverlayGrid, TrainingCurves
-from tests.bundle_utils import BUNDLES, REPO, config_files
+from tests.bundle_utils import BUNDLES, REPO, config_files, run_bundle
 
 BUNDLE_NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "multi_gpu_train.json").is_file())
+SMALL_CHANNELS = [16, 32, 64, 128, 256]
 # the handlers that write files or print: built on rank 0 only (a CheckpointSaver is built on every rank
 # since the resume state holds it; its ignite DiskSaver writes on rank 0 only)
 RANK0_ONLY = (TensorBoardStatsHandler, StatsHandler, TrainingCurves, OverlayGrid, ProgressBar)
@@ -53,7 +56,7 @@ def test_two_process_training_keeps_ranks_in_sync(tmp_path):
         "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(files),
         "--dataset_dir", data, "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval"),
         "--epochs", "1", "--batch_size", "4", "--num_workers", "0",
-        "--network_def#channels", "[16, 32, 64, 128, 256]",
+        "--network_def#channels", json.dumps(SMALL_CHANNELS),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -73,6 +76,40 @@ def test_two_process_training_keeps_ranks_in_sync(tmp_path):
     events = [f for f in os.listdir(tmp_path / "eval") if f.startswith("events.out.tfevents")]
     assert len(events) == 2 and len({f.split(".")[-2] for f in events}) == 1, events
     assert (tmp_path / "eval" / "training_curves.png").is_file()
+
+
+def test_two_process_inference_writes_the_one_process_submission(tmp_path):
+    """multi_gpu_inference.json: the test set split over 2 CPU processes gives the one-process outputs."""
+    data = make_nerve_demo(str(tmp_path / "data"), num_subjects=2, images_per_subject=1, num_test=7)
+    (Path(data) / "test" / "8.tif").write_bytes(b"not a tif")  # skipped; listed once in failures.csv
+    torch.manual_seed(0)
+    net = TwoHeadUNet(2, 1, 1, channels=SMALL_CHANNELS, presence_grid=(7, 5))
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    common = {"dataset_dir": data, "checkpoint": str(tmp_path / "model.pt"), "presence_threshold": 0.0,
+              "min_pixels": 0, "skip_invalid": True, "network_def#channels": SMALL_CHANNELS}
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_bundle("nerve_ultrasound_segmentation", ["inference.json"], output_dir=str(one), num_workers=0, **common)
+
+    files = config_files("nerve_ultrasound_segmentation", "inference.json", "multi_gpu_inference.json")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+        "-m", "monai.bundle", "run", "--config_file", json.dumps(files), "--output_dir", str(two),
+    ] + [f"--{k}={json.dumps(v)}" for k, v in common.items()]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # 4 + 3 images over the ranks, none padded: rank 0 wrote all 7 rows, each rank its own masks
+    submission = (two / "submission.csv").read_text()
+    assert submission == (one / "submission.csv").read_text() and submission.count("\n") == 8
+    assert sorted(os.listdir(two / "masks")) == sorted(os.listdir(one / "masks")) != []
+    with open(two / "failures.csv") as f:
+        assert [row["file"].rsplit("/", 1)[-1] for row in csv.DictReader(f)] == ["8.tif"]
+    assert result.stderr.count("validating Kaggle nerve") == 0  # 7 cases: no bar; a large list shows rank 0's
+
+    # run again: rank 0 finds the outputs and both ranks stop with its error, without waiting on each other
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert (result.stdout + result.stderr).count("--overwrite true") >= 2, result.stderr[-3000:]
+    assert (two / "submission.csv").read_text() == submission
 
 
 @pytest.fixture(scope="module")

@@ -89,7 +89,8 @@ TINY: dict[str, dict[str, dict]] = {
 }
 """Per bundle: demo-data sizes (``make_<layout>_demo`` arguments), overrides, and overrides per variant file."""
 
-ROLE_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "metadata.json")
+ROLE_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "multi_gpu_inference.json",
+              "metadata.json")
 """Config files of a bundle's entry points; any other (``r2unet.json``) is a variant merged on top."""
 
 TESTED_ELSEWHERE = {"monai_seg.experiments": ("tests/test_experiments.py", "monai_seg.experiments.cli.parse_args")}

@@ -7,6 +7,8 @@ the convolutions' weights, sums in another order): atol 1e-5 on logits of order 
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from unittest.mock import patch
 
 import numpy as np
@@ -31,6 +33,7 @@ from monai_seg.networks import (
     max_pool3,
     optimize_for_inference,
 )
+from monai_seg.utils import reuse_freed_memory
 from tests.bundle_utils import config_files, run_bundle
 
 ATOL = 1e-5
@@ -220,3 +223,36 @@ def test_nerve_inference_uses_it_and_writes_the_same_submission(tmp_path):
     assert plain.any() and not plain.all()
     # pixels whose probability is within float rounding of the threshold may flip: at most 1e-5 of them
     assert np.mean(fast != plain) <= 1e-5
+
+
+FAULTS_OF_40MB_TENSORS = """
+import resource, sys
+import torch
+from monai_seg.utils import reuse_freed_memory
+if sys.argv[1] == "reuse":
+    assert reuse_freed_memory()
+for _ in range(10):
+    torch.ones(10 * 2**20)  # the first ones take their pages in either case
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    torch.ones(10 * 2**20)  # 40 MiB allocated, written, freed
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_reuse_freed_memory_saves_the_page_faults_of_repeated_allocations():
+    # a subprocess each: the setting holds for the whole process
+    faults = {
+        mode: int(subprocess.run([sys.executable, "-c", FAULTS_OF_40MB_TENSORS, mode], capture_output=True,
+                                 text=True, check=True).stdout)
+        for mode in ("default", "reuse")
+    }
+    # by default glibc maps each 40 MiB block afresh (10,240 faults of 4 KiB each, measured 204,820 for
+    # the 20); reused, the block is already mapped
+    assert faults["reuse"] * 10 < faults["default"], faults
+
+
+def test_reuse_freed_memory_reports_a_c_library_without_mallopt():
+    with patch("ctypes.CDLL", side_effect=OSError("no libc")):
+        assert reuse_freed_memory() is False

@@ -20,6 +20,7 @@ from monai.utils.misc import str2bool
 from monai_seg.utils import atomic_write_csv
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+idist, _ = optional_import("ignite.distributed")
 
 __all__ = ["PROGRESS_MIN_CASES", "check_cases", "check_finite", "check_disjoint_ids", "check_network_input"]
 
@@ -58,9 +59,10 @@ def check_cases(
         dataset: name for the progress bar and the log (``"ISIC train"``).
         skip_invalid: False: raise the first error. True (or ``"true"``, as a bundle command line
             passes it): log each bad case as a warning, drop it and log ``"skipped k of n cases"``.
-        progress: show a tqdm progress bar; None shows one for :data:`PROGRESS_MIN_CASES` cases or more.
+        progress: show a tqdm progress bar; None shows one for :data:`PROGRESS_MIN_CASES` cases or more
+            (on rank 0 only under ``torchrun``).
         failures_csv: with ``skip_invalid``, also write the dropped cases to this CSV (``file,error``),
-            header only when none was dropped.
+            header only when none was dropped; rank 0 writes it under ``torchrun``.
 
     Returns:
         ``datalist`` itself when every case passes, otherwise the list of the good cases in order.
@@ -70,7 +72,8 @@ def check_cases(
             no case is left.
     """
     skip_invalid = str2bool(skip_invalid)
-    show = len(datalist) >= PROGRESS_MIN_CASES if progress is None else progress
+    first_rank = idist.get_rank() == 0  # under torchrun every rank checks the list; rank 0 reports
+    show = (len(datalist) >= PROGRESS_MIN_CASES and first_rank) if progress is None else progress
     items = tqdm(datalist, desc=f"validating {dataset}") if show and has_tqdm else datalist
     valid: list[dict] = []
     failures: list[tuple[str, str]] = []
@@ -84,7 +87,7 @@ def check_cases(
             failures.append((_case_file(item), str(err)))
         else:
             valid.append(item)
-    if skip_invalid and failures_csv is not None:
+    if skip_invalid and failures_csv is not None and first_rank:
         _write_failures(os.fspath(failures_csv), failures)
     if failures:
         where = f"see {os.fspath(failures_csv)}" if failures_csv is not None else "see the warnings above"

@@ -31,6 +31,10 @@ __all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver", "ResumableEarlyStopHandle
 def check_outputs(paths: Sequence[str], overwrite: bool | str) -> None:
     """Refuse to replace the results of an earlier run unless ``overwrite`` (which removes them first).
 
+    Under ``torchrun`` every rank calls it: rank 0 checks (and removes) and sends the outcome to the
+    others, so that no rank starts writing before the earlier outputs are gone and all of them stop
+    with the same error.
+
     Args:
         paths: files or folders a run writes; glob patterns (``out/*_seg.nii.gz``) are expanded and an
             empty folder counts as free.
@@ -40,16 +44,22 @@ def check_outputs(paths: Sequence[str], overwrite: bool | str) -> None:
     Raises:
         FileExistsError: naming the first existing path and the flag, when ``overwrite`` is False.
     """
-    found = [
-        match
-        for path in paths
-        for match in sorted(glob.glob(path))
-        if not (os.path.isdir(match) and not os.listdir(match))
-    ]
-    try:
-        check_free(found, str2bool(overwrite))
-    except FileExistsError as error:
-        raise FileExistsError(f"{error} (on the bundle command line: --overwrite true)") from None
+    error = ""
+    if idist.get_rank() == 0:
+        found = [
+            match
+            for path in paths
+            for match in sorted(glob.glob(path))
+            if not (os.path.isdir(match) and not os.listdir(match))
+        ]
+        try:
+            check_free(found, str2bool(overwrite))
+        except FileExistsError as exc:
+            error = f"{exc} (on the bundle command line: --overwrite true)"
+    if idist.get_world_size() > 1:
+        error = idist.broadcast(error, src=0)
+    if error:
+        raise FileExistsError(error)
 
 
 class AtomicDiskSaver(DiskSaver):
@@ -201,8 +211,4 @@ class ResumeCheckpointLoader(CheckpointLoader):
                 f"Resumed from {self.load_path} at epoch {engine.state.epoch} of {engine.state.max_epochs}."
             )
             return
-        paths = [self.load_path, *self.outputs]
-        if not self.overwrite:
-            check_outputs(paths, overwrite=False)
-        elif idist.get_rank() == 0:  # one rank removes, the others do not race it
-            check_outputs(paths, overwrite=True)
+        check_outputs([self.load_path, *self.outputs], self.overwrite)

@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from monai.handlers import from_engine
@@ -37,7 +38,8 @@ class SubmissionWriter:
 
     Attach it to the inference evaluator after a postprocessing that leaves one binary mask per image
     in MONAI's (W, H) orientation (``PILReader``'s default), shape (1, W, H) or (W, H). The file is
-    written atomically and sorted by image id.
+    written atomically and sorted by image id. Under ``torchrun`` each rank encodes its share of the
+    images and rank 0 writes the rows of all ranks.
 
     Args:
         filename: path of the CSV file.
@@ -73,5 +75,10 @@ class SubmissionWriter:
             self.rows[self.id_transform(mask)] = rle_encode(array.T > 0)
 
     def write(self, _engine: Engine | None = None) -> None:
+        rows = self.rows
+        if idist.get_world_size() > 1:  # each rank encoded its share of the images: rank 0 writes them all
+            rows = {image: pixels for part in idist.all_gather(self.rows) for image, pixels in part.items()}
+            if idist.get_rank() > 0:
+                return
         os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
-        write_submission(self.rows, self.filename)
+        write_submission(rows, self.filename)
