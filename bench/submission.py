@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +46,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import decollate_batch
 
+from launch import timed_command
 from monai_seg.data import make_nerve_test_images, rle_decode, rle_encode
 
 BUNDLE = os.path.join(os.path.dirname(__file__), "..", "bundles", "nerve_ultrasound_segmentation")
@@ -105,14 +104,8 @@ def run_bundle(run: Run, dataset_dir: str, output_dir: str, checkpoint: str, thr
         overrides["num_workers"] = run.num_workers
     if run.default_malloc:
         overrides["initialize"] = "[]"  # without monai_seg.utils.reuse_freed_memory()
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    result = subprocess.run(bundle_command(run.processes, overrides), env=env, capture_output=True, text=True)
-    seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode:
-        raise RuntimeError(f"bundle inference failed:\n{result.stderr[-3000:]}")
-    return {"wall": seconds, "user": after.ru_utime - before.ru_utime, "sys": after.ru_stime - before.ru_stime,
-            "faults": after.ru_minflt - before.ru_minflt}
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
+    return timed_command(bundle_command(run.processes, overrides), env)
 
 
 def stage_times(

@@ -253,6 +253,33 @@ def test_reuse_freed_memory_saves_the_page_faults_of_repeated_allocations():
     assert faults["reuse"] * 10 < faults["default"], faults
 
 
+KEPT_AND_TRIMMED_AT_FORK = """
+import os
+import torch
+from monai_seg.utils import reuse_freed_memory
+assert reuse_freed_memory()
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+start = rss()
+torch.ones(50 * 2**20)  # 200 MiB, written and freed: kept in the heap
+kept = rss()
+pid = os.fork()  # as a DataLoader starts its workers
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+print(kept - start, kept - rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and /proc")
+def test_reuse_freed_memory_keeps_freed_memory_but_hands_it_back_before_a_fork():
+    result = subprocess.run([sys.executable, "-c", KEPT_AND_TRIMMED_AT_FORK], capture_output=True, text=True,
+                            check=True)
+    kept, released = (int(n) for n in result.stdout.split())
+    # the freed 200 MiB stay resident until the fork, so that a forked worker does not share them copy-on-write
+    assert kept > 150 * 2**20 and released > 150 * 2**20, (kept, released)
+
+
 def test_reuse_freed_memory_reports_a_c_library_without_mallopt():
     with patch("ctypes.CDLL", side_effect=OSError("no libc")):
         assert reuse_freed_memory() is False
