@@ -59,7 +59,7 @@ def reuse_freed_memory(mmap_threshold: int = 2**30, trim_threshold: int = 2**31 
 
     Args:
         mmap_threshold: blocks of this many bytes or more still get their own mapping. A glibc that
-            refuses it (versions before 2.26 cap it) gets 32 MiB, their largest value on 64 bits.
+            refuses it (older versions cap it) gets 32 MiB, the cap of those on 64 bits.
         trim_threshold: free memory at the heap top beyond this many bytes goes back to the OS.
 
     Returns:
