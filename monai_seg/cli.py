@@ -3,6 +3,7 @@
     monai-seg bundles                          # the bundles: task, net, data layout
     monai-seg demo BUNDLE OUT_DIR              # write the bundle's demo dataset into OUT_DIR
     monai-seg figures OUTPUT_DIR               # overlay grid / uncertainty figures of an inference output
+    monai-seg score SUBMISSION ANSWER_KEY      # Kaggle score of a nerve submission against the true masks
 
 The bundles are folders of a clone of the repository (``bundles/``), not part of the installed package:
 by default the ``bundles/`` beside the package (an editable install) or else in the current folder;
@@ -26,6 +27,7 @@ from monai.transforms import LoadImage
 from monai.utils import optional_import
 
 import monai_seg.data
+from monai_seg.metrics import score_submission
 from monai_seg.visualize import save_overlay_grid, save_uncertainty_figure
 
 tqdm, _ = optional_import("tqdm", name="tqdm")
@@ -283,6 +285,15 @@ def _parser() -> argparse.ArgumentParser:
     figures.add_argument("--num_images", type=int, default=6, help="rows of the overlay grid (default: 6)")
     figures.add_argument("--maps", nargs="+", default=["std"], choices=UNCERTAINTY_MAPS,
                          help="uncertainty maps to draw (default: std)")
+
+    score = commands.add_parser(
+        "score", help="score a nerve submission against an answer key",
+        description="Kaggle score of a nerve submission (img,pixels) against the true masks in the same format, "
+                    "e.g. the demo data's test_masks.csv; prints the scores as JSON.")
+    score.add_argument("submission", help="the submission CSV")
+    score.add_argument("answer_key", help="the true masks (img,pixels)")
+    score.add_argument("--min_score", type=float, default=None,
+                       help="exit with status 1 when the Kaggle score is below this value")
     return parser
 
 
@@ -304,6 +315,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)), row[3], sep="  ")
         elif args.command == "demo":
             print(write_demo(args.bundle, args.out_dir, args.overwrite, args.seed, args.bundles_dir))
+        elif args.command == "score":
+            scores = score_submission(args.submission, args.answer_key)
+            print(json.dumps(scores, indent=1))
+            if args.min_score is not None and scores["kaggle_score"] < args.min_score:
+                raise SystemExit(f"monai-seg score: Kaggle score {scores['kaggle_score']:.3f} is below "
+                                 f"--min_score {args.min_score}.")
         else:
             print("\n".join(render_figures(args.output_dir, args.dataset_dir, args.num_images, args.maps)))
     except (ValueError, FileExistsError) as error:

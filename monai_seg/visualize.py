@@ -150,12 +150,18 @@ class OverlayGrid:
         filename: PNG file of the grid.
         num_images: rows of the grid.
         presence_key: key of the presence probability in each decollated output, if any.
+        only_best: draw only the runs whose key metric is a new best (``engine.state.best_metric_epoch``
+            is the run's epoch), i.e. the validation of the checkpoint kept as the best model. Drawing
+            costs about 2 s a run, a fifth of a demo training epoch on a CPU.
     """
 
-    def __init__(self, filename: str, num_images: int = 6, presence_key: str | None = "presence") -> None:
+    def __init__(
+        self, filename: str, num_images: int = 6, presence_key: str | None = "presence", only_best: bool = False
+    ) -> None:
         self.filename = filename
         self.num_images = num_images
         self.presence_key = presence_key
+        self.only_best = only_best
         self._items: list[dict] = []
 
     def attach(self, engine: Engine) -> None:
@@ -171,8 +177,8 @@ class OverlayGrid:
             if len(self._items) < self.num_images:
                 self._items.append(item)
 
-    def _save(self, _engine: Engine) -> None:
-        if not self._items:
+    def _save(self, engine: Engine) -> None:
+        if not self._items or (self.only_best and engine.state.best_metric_epoch != engine.state.epoch):
             return
         has_label = all("label" in item for item in self._items)
         has_presence = self.presence_key is not None and all(self.presence_key in item for item in self._items)

@@ -83,7 +83,7 @@ def test_two_process_inference_writes_the_one_process_submission(tmp_path):
     data = make_nerve_demo(str(tmp_path / "data"), num_subjects=2, images_per_subject=1, num_test=7)
     (Path(data) / "test" / "8.tif").write_bytes(b"not a tif")  # skipped; listed once in failures.csv
     torch.manual_seed(0)
-    net = TwoHeadUNet(2, 1, 1, channels=SMALL_CHANNELS, presence_grid=(7, 5))
+    net = TwoHeadUNet(2, 1, 1, channels=SMALL_CHANNELS)
     torch.save(net.state_dict(), tmp_path / "model.pt")
     common = {"dataset_dir": data, "checkpoint": str(tmp_path / "model.pt"), "presence_threshold": 0.0,
               "min_pixels": 0, "skip_invalid": True, "network_def#channels": SMALL_CHANNELS}

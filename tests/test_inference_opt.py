@@ -41,7 +41,7 @@ SMALL_CHANNELS = [16, 32, 64, 128, 256]
 
 # id, net, input shape (odd batch sizes); the last two have no BatchNorm to fold (instance norm)
 CASES = [
-    ("two_head_nerve", lambda: TwoHeadUNet(2, 1, 1, channels=SMALL_CHANNELS, presence_grid=(7, 5)), (3, 1, 112, 80)),
+    ("two_head_nerve", lambda: TwoHeadUNet(2, 1, 1, channels=SMALL_CHANNELS), (3, 1, 112, 80)),
     ("two_head_3d", lambda: TwoHeadUNet(3, 2, 2, channels=(16, 32, 48)), (1, 2, 8, 12, 4)),
     ("two_head_decoder_max", lambda: TwoHeadUNet(2, 1, 1, channels=(16, 32), presence_pool="max", presence_grid=1,
                                                  dropout_location="decoder"), (5, 1, 6, 10)),
@@ -201,9 +201,9 @@ class TestEvalOptimized:
 def test_nerve_inference_uses_it_and_writes_the_same_submission(tmp_path):
     """The bundle's evaluator runs EvalOptimized; its submission equals the plain network's."""
     data = make_nerve_demo(str(tmp_path / "data"), num_subjects=1, images_per_subject=1, num_test=5)
-    net = trained_like(TwoHeadUNet(2, 1, 1, channels=SMALL_CHANNELS, presence_grid=(7, 5)))
+    net = trained_like(TwoHeadUNet(2, 1, 1, channels=SMALL_CHANNELS))
     with torch.no_grad():  # centre the logits: masks with both classes, many pixels near the threshold
-        net.head.bias -= net(torch.randn(2, 1, 112, 80))[:, 0].median()
+        net.head[1].bias -= net(torch.randn(2, 1, 112, 80))[:, 0].median()
     torch.save(net.state_dict(), tmp_path / "model.pt")
     common = {"dataset_dir": data, "checkpoint": str(tmp_path / "model.pt"), "num_workers": 0, "batch_size": 3,
               "presence_threshold": 0.0, "min_pixels": 0, "network_def#channels": SMALL_CHANNELS}

@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
 def test_training_writes_checkpoint_metrics_and_figures(trained):
     root, _ = trained
     state = torch.load(root / "models" / "model.pt", weights_only=True)
-    net = TwoHeadUNet(2, 1, 1, channels=(16, 32, 64, 128, 256), presence_grid=(7, 5))
+    net = TwoHeadUNet(2, 1, 1, channels=(16, 32, 64, 128, 256))
     net.load_state_dict(state, strict=True)  # a plain state_dict, as MONAI Label loads it
     summary = json.loads((root / "eval" / "validation" / "metrics_summary.json").read_text())
     assert summary["num_images"] == 4  # one validation subject of four images
@@ -84,7 +84,7 @@ def test_metadata_and_network_checks(tmp_path, trained):
     ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(root / "models" / "model.pt"),
                 meta_file=meta, config_file=inference, **{"network_def#channels": SMALL["network_def#channels"]})
     exported = torch.jit.load(str(ts))
-    net = TwoHeadUNet(2, 1, 1, channels=(16, 32, 64, 128, 256), presence_grid=(7, 5)).eval()
+    net = TwoHeadUNet(2, 1, 1, channels=(16, 32, 64, 128, 256)).eval()
     net.load_state_dict(torch.load(root / "models" / "model.pt", weights_only=True))
     x = torch.randn(2, 1, 112, 80)
     with torch.no_grad():
@@ -99,3 +99,4 @@ def test_net_variants_train(tmp_path, trained, variant):
     assert (tmp_path / "models" / "model.pt").is_file()
     summary = json.loads((tmp_path / "eval" / "validation" / "metrics_summary.json").read_text())
     assert "presence_accuracy" not in summary  # single-head nets: no presence head, no gating
+

@@ -164,7 +164,33 @@ class TestTwoHeadUNet(NetTester):
     extra_out = 1
 
     def test_parameter_count(self):
-        assert count_parameters(TwoHeadUNet(2, 1, 1, presence_grid=(5, 7))) == 1_858_972
+        assert count_parameters(TwoHeadUNet(2, 1, 1)) == 1_866_648
+        study = TwoHeadUNet(2, 1, 1, presence_features=1, presence_grid=(5, 7), presence_pool="avg")
+        assert count_parameters(study) == 1_858_972
+
+    @pytest.mark.parametrize("location, shifted", [("heads", False), ("all", True)])
+    def test_default_dropout_feeds_no_batchnorm(self, location, shifted):
+        """With the default only the heads' inputs are dropped: no BatchNorm input depends on the dropout masks."""
+        net = TwoHeadUNet(2, 1, 1, channels=(16, 32, 64), dropout=0.5, dropout_location=location).train()
+        inputs: list[torch.Tensor] = []
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.register_forward_hook(lambda module, args, out: inputs.append(args[0].detach().clone()))
+        x = torch.randn(2, 1, 32, 48)
+        for seed in (0, 1):  # two draws of the dropout masks
+            torch.manual_seed(seed)
+            net(x)
+        first, second = inputs[: len(inputs) // 2], inputs[len(inputs) // 2 :]
+        assert any(not torch.equal(a, b) for a, b in zip(first, second)) == shifted
+
+    def test_dropout_locations(self):
+        def count(location: str) -> int:
+            net = TwoHeadUNet(2, 1, 1, channels=(16, 32, 64), dropout=0.5, dropout_location=location)
+            return sum(isinstance(m, nn.Dropout) for m in net.modules())
+
+        assert (count("heads"), count("decoder"), count("all")) == (2, 2, 4)
+        with pytest.raises(ValueError, match="dropout_location"):
+            TwoHeadUNet(2, 1, 1, dropout_location="encoder")
 
     def test_presence_channel_is_one_logit_per_image(self):
         net = TwoHeadUNet(2, 1, 1, channels=(16, 32, 64))
@@ -176,14 +202,16 @@ class TestTwoHeadUNet(NetTester):
 
     def test_presence_head_any_size(self):
         # the grid makes the presence head independent of the input size
-        net = TwoHeadUNet(2, 1, 1, presence_grid=(5, 7))
+        net = TwoHeadUNet(2, 1, 1, presence_grid=(5, 7), presence_pool="avg")
         with eval_mode(net):
             for size in ((80, 112), (64, 64), (160, 224)):
                 assert net(torch.randn(1, 1, *size)).shape == (1, 2, *size)
 
     def test_presence_pool(self):
-        net = TwoHeadUNet(2, 1, 1, channels=(16, 32, 64), presence_grid=1, presence_pool="max")
+        net = TwoHeadUNet(2, 1, 1, channels=(16, 32, 64))  # the default: position-invariant
         assert isinstance(net.presence_head[1], nn.AdaptiveMaxPool2d)
-        assert net.presence_head[3].in_features == 1
+        assert net.presence_head[4].in_features == 16
+        net = TwoHeadUNet(2, 1, 1, channels=(16, 32, 64), presence_features=1, presence_grid=(5, 7), presence_pool="avg")
+        assert isinstance(net.presence_head[1], nn.AdaptiveAvgPool2d) and net.presence_head[4].in_features == 35
         with pytest.raises(ValueError, match="presence_pool"):
             TwoHeadUNet(2, 1, 1, presence_pool="median")

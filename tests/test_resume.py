@@ -3,6 +3,7 @@ silently replace an earlier run."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -262,9 +263,36 @@ def test_early_stopping_state_round_trip_and_a_spent_patience_stops_at_once():
     assert trainer.should_terminate  # the run had already stopped early: it stays stopped
 
 
+def test_early_stopping_patience_starts_above_the_trivial_score():
+    scores = iter([0.0, -0.1, 0.0, 0.3, 0.2, 0.1])
+    trainer, evaluator = Engine(lambda engine, batch: None), Engine(lambda engine, batch: None)
+    handler = ResumableEarlyStopHandler(patience=2, score_function=lambda engine: next(scores), start_above=0.0)
+    handler.set_trainer(trainer)
+    for _ in range(3):  # no better than trivial: the patience does not run
+        handler(evaluator)
+    assert handler.state_dict() == {"counter": 0, "best_score": None} and not trainer.should_terminate
+    handler(evaluator)  # 0.3 starts it
+    handler(evaluator)
+    assert handler.state_dict() == {"counter": 1, "best_score": 0.3} and not trainer.should_terminate
+    handler(evaluator)
+    assert trainer.should_terminate
+
+
+def test_early_stopping_warns_when_never_above_the_trivial_score(caplog):
+    trainer = Engine(lambda engine, batch: None)
+    handler = ResumableEarlyStopHandler(patience=1, score_function=lambda engine: 0.0, start_above=0.0)
+    handler.set_trainer(trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: handler(engine))
+    with caplog.at_level(logging.WARNING):
+        trainer.run([0], max_epochs=3)
+    assert trainer.state.epoch == 3  # never stopped early
+    assert "no validation scored above 0.0 in 3 epochs" in caplog.text
+
+
 def test_an_early_stopped_run_stays_stopped(tmp_path, nerve_data):
     dirs = nerve_dirs(tmp_path, nerve_data)
-    stop = {"epochs": 6, "early_stop_patience": 1, "learning_rate": 0.0}  # a flat score: stops after epoch 2
+    stop = {"epochs": 6, "early_stop_patience": 1, "early_stop_start": "$None",  # the patience runs from epoch 1
+            "learning_rate": 0.0}  # a flat score: stops after epoch 2
     run_bundle(NERVE, ["train.json"], run_id="training", **stop, **dirs, **NERVE_TINY)
     stopped = latest(dirs["ckpt_dir"])
     assert epoch(stopped) == 2 and stopped["early_stop"]["counter"] == 1

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from monai.data import DataLoader, MetaTensor
@@ -17,11 +18,14 @@ from torch import nn
 from monai_seg.metrics import (
     BinarySegmentationMetrics,
     KaggleDiceMetric,
+    KaggleSkillMetric,
     SegmentationReport,
     compute_kaggle_dice,
     compute_presence_metrics,
+    score_submission,
     write_segmentation_report,
 )
+from monai_seg.data import rle_encode, write_submission
 from monai_seg.transforms import PresenceGatingd
 
 
@@ -171,3 +175,37 @@ class TestSegmentationReport:
         assert header == "filename,dice,iou,sensitivity,specificity,precision,f1,accuracy,gt_presence"
         with pytest.raises(ValueError, match="2 filenames"):
             write_segmentation_report(str(tmp_path), cm, ["a.tif", "b.tif"])
+
+
+def test_kaggle_skill_is_zero_for_the_empty_model_and_one_for_a_perfect_one():
+    truth = torch.cat([EMPTY, EMPTY, PARTIAL_GT, EMPTY])  # three of four images empty: S0 = 0.75
+    for prediction, expected in ((torch.zeros_like(truth), 0.0), (truth, 1.0),
+                                 (torch.cat([EMPTY, EMPTY, PARTIAL_PRED, EMPTY]), (0.75 + 4 / 7 / 4 - 0.75) / 0.25),
+                                 (torch.cat([PARTIAL_PRED, EMPTY, EMPTY, EMPTY]), (0.5 - 0.75) / 0.25)):
+        metric = KaggleSkillMetric()
+        metric(prediction[:2], truth[:2])  # accumulated over two iterations
+        metric(prediction[2:], truth[2:])
+        assert metric.aggregate().item() == pytest.approx(expected)
+    metric = KaggleSkillMetric()
+    metric(PARTIAL_PRED, EMPTY)  # every image empty: S - 1
+    assert metric.aggregate().item() == pytest.approx(-1.0)
+
+
+def test_score_submission_against_an_answer_key(tmp_path):
+    masks = [np.zeros((4, 5), np.uint8) for _ in range(4)]
+    masks[1][1:3, 1:4] = 1  # 6 pixels
+    masks[2][0, 0] = 1
+    truth = write_submission({i + 1: rle_encode(m) for i, m in enumerate(masks)}, tmp_path / "truth.csv")
+    guess = [m.copy() for m in masks]
+    guess[1][1, 1] = 0  # 5 of 6 pixels: Dice 10 / 11
+    guess[2][:] = 0  # a nerve missed
+    guess[3][3, 4] = 1  # a mask on an empty image
+    submission = write_submission({i + 1: rle_encode(m) for i, m in enumerate(guess)}, tmp_path / "sub.csv")
+    scores = score_submission(submission, truth, shape=(4, 5))
+    assert scores["kaggle_score"] == pytest.approx((1 + 10 / 11 + 0 + 0) / 4)
+    assert scores["dice_nerve"] == pytest.approx((10 / 11 + 0) / 2)
+    assert scores["presence_accuracy"] == pytest.approx(0.5)
+    assert (scores["num_images"], scores["num_nonempty"], scores["num_predicted"]) == (4, 2, 2)
+    write_submission({1: "", 2: ""}, tmp_path / "short.csv")
+    with pytest.raises(ValueError, match="missing \\[3, 4\\]"):
+        score_submission(tmp_path / "short.csv", truth, shape=(4, 5))

@@ -11,11 +11,10 @@ Layout (``dataset_dir``)::
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -26,6 +25,7 @@ from scipy.special import expit
 from .folders import check_free, ensure_demo, pair_files
 from .rle import NERVE_IMAGE_SHAPE, rle_encode
 from .validation import check_cases, check_finite
+from monai_seg.utils import atomic_write_csv
 
 __all__ = [
     "nerve_datalist",
@@ -34,6 +34,7 @@ __all__ = [
     "subject_kfold",
     "nerve_split",
     "make_nerve_demo",
+    "NERVE_DEMO_STYLES",
     "make_nerve_test_images",
     "ensure_nerve_demo",
 ]
@@ -449,6 +450,79 @@ def _render(
     return image, mask
 
 
+def _make_fascicle_subject(rng: np.random.Generator, size: tuple[int, int]) -> _Subject:
+    """Draw one subject of the ``"fascicles"`` style: shaded muscle with oblique striations, bright
+    reflectors casting acoustic shadows, one or two anechoic veins, and a nerve anywhere in the
+    image, of any size from small to large, elongated in any direction."""
+    height, width = size[0] + 2 * _SHIFT, size[1] + 2 * _SHIFT
+    y, x = np.ogrid[:height, :width]
+    coarse = rng.standard_normal((height // 60 + 2, width // 60 + 2))
+    anatomy = 0.5 + 0.12 * ndimage.zoom(coarse, (height / coarse.shape[0], width / coarse.shape[1]), order=1)
+    theta, period = rng.uniform(-0.8, 0.8), rng.uniform(12, 30)
+    anatomy = anatomy + rng.uniform(0.05, 0.12) * np.sin((y * np.cos(theta) + x * np.sin(theta)) / period * 2 * np.pi)
+    for _ in range(rng.integers(1, 4)):  # reflector and the shadow below it
+        top, left, half = rng.uniform(0.1, 0.8) * height, rng.uniform(0, width), rng.uniform(6, 20)
+        column = np.abs(x - left) < half
+        anatomy = anatomy + 0.6 * (column & (np.abs(y - top) < 3)) - 0.25 * (column & (y > top + 3))
+    center = (rng.uniform(0.15, 0.85) * size[0] + _SHIFT, rng.uniform(0.15, 0.85) * size[1] + _SHIFT)
+    for _ in range(rng.integers(1, 3)):  # veins: dark like the nerve's fascicles, but no nerve
+        vein = (rng.uniform(0.1, 0.9) * height, rng.uniform(0.1, 0.9) * width)
+        if np.hypot(vein[0] - center[0], vein[1] - center[1]) > 90:
+            radius = np.hypot((y - vein[0]) / rng.uniform(8, 18), (x - vein[1]) / rng.uniform(10, 28))
+            anatomy = anatomy * (1 - 0.8 * expit((1 - radius) / 0.08))
+    axes = (rng.uniform(15, 40), rng.uniform(18, 50))
+    return _Subject(np.clip(anatomy, 0.05, None).astype(np.float32), center, axes, float(rng.uniform(-np.pi, np.pi)))
+
+
+def _render_fascicles(
+    subject: _Subject, speckle: None, rng: np.random.Generator, present: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One image and 0/255 mask of the ``"fascicles"`` style: a present nerve is a mildly bright
+    oval holding a few dark round fascicles, without a rim; fresh isotropic gamma speckle and a
+    per-image gain and contrast (gamma) change."""
+    size = (subject.anatomy.shape[0] - 2 * _SHIFT, subject.anatomy.shape[1] - 2 * _SHIFT)
+    shift_y, shift_x = rng.integers(0, 2 * _SHIFT + 1, 2)
+    image = subject.anatomy[shift_y : shift_y + size[0], shift_x : shift_x + size[1]].copy()
+    center = (subject.center[0] - shift_y + rng.uniform(-8, 8), subject.center[1] - shift_x + rng.uniform(-8, 8))
+    axes = (subject.axes[0] * rng.uniform(0.8, 1.2), subject.axes[1] * rng.uniform(0.8, 1.2))
+    window, radius, u, v = _nerve_window(center, axes, subject.angle + rng.uniform(-0.2, 0.2), size)
+    mask = np.zeros(size, dtype=np.uint8)
+    if present:
+        inside = expit((1 - radius) / 0.08)
+        dots = np.zeros_like(radius)
+        for _ in range(rng.integers(3, 8)):  # fascicles at random places inside the oval
+            r, phi = 0.65 * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+            du, dv = u - r * axes[1] * np.cos(phi), v - r * axes[0] * np.sin(phi)
+            dots = np.maximum(dots, np.exp(-(du**2 + dv**2) / (2 * rng.uniform(2, 5) ** 2)))
+        image[window] *= 1 + rng.uniform(0.4, 0.7) * inside - 0.6 * dots * inside
+        mask[window][radius <= 1] = 255
+    grains = ndimage.gaussian_filter(rng.gamma(2.0, 0.5, size).astype(np.float32), sigma=1.0)
+    image = (image * grains / grains.mean()) ** rng.uniform(0.8, 1.25)
+    return np.clip(image * rng.uniform(150, 260), 0, 255).astype(np.uint8), mask
+
+
+def _no_bank(rng: np.random.Generator, size: tuple[int, int]) -> None:
+    """No shared texture bank: the ``"fascicles"`` style draws fresh speckle for every image."""
+    return None
+
+
+class _Style(NamedTuple):
+    """A way of drawing synthetic nerve data: shared texture bank, subject and image renderer."""
+
+    bank: Callable[[np.random.Generator, tuple[int, int]], np.ndarray | None]
+    subject: Callable[[np.random.Generator, tuple[int, int]], _Subject]
+    render: Callable[..., tuple[np.ndarray, np.ndarray]]
+
+
+NERVE_DEMO_STYLES = {
+    "speckle": _Style(_speckle_bank, _make_subject, _render),
+    "fascicles": _Style(_no_bank, _make_fascicle_subject, _render_fascicles),
+}
+"""Generators of :func:`make_nerve_demo`: ``"speckle"`` (the bundle's demo: a dark ring-bordered
+nerve beside an artery in Rayleigh speckle) and ``"fascicles"`` (another texture, contrast, nerve
+appearance, sizes and positions, for checking that what learns on the demo is not tuned to it)."""
+
+
 def _write_tif(path: str, array: np.ndarray) -> None:
     """Write a uint8 grayscale TIF without date or description, so that bytes are reproducible."""
     tifffile.imwrite(path, array, photometric="minisblack", metadata=None)
@@ -460,6 +534,8 @@ def make_nerve_test_images(
     seed: int = 0,
     size: tuple[int, int] = NERVE_IMAGE_SHAPE,
     overwrite: bool = False,
+    style: str = "speckle",
+    masks_csv: str | os.PathLike | None = None,
 ) -> str:
     """Write synthetic Kaggle-nerve test images ``{img}.tif``, img = 1..num_images.
 
@@ -472,24 +548,40 @@ def make_nerve_test_images(
         seed: random seed; the same seed writes identical files.
         size: (H, W) of the images.
         overwrite: replace an existing ``test_dir``.
+        style: a key of :data:`NERVE_DEMO_STYLES`.
+        masks_csv: if given, the answer key is written there: ``img,pixels`` with the RLE of each
+            test image's true mask (empty for the images without a nerve), the submission's format.
 
     Returns:
         ``test_dir`` as a string.
 
     Raises:
-        FileExistsError: when ``test_dir`` exists and ``overwrite`` is False.
+        FileExistsError: when ``test_dir`` (or ``masks_csv``) exists and ``overwrite`` is False.
+        ValueError: for an unknown ``style``.
     """
     test_dir = os.fspath(test_dir)
-    check_free([test_dir], overwrite)
+    draw = _nerve_style(style)
+    check_free([test_dir] + ([os.fspath(masks_csv)] if masks_csv is not None else []), overwrite)
     os.makedirs(test_dir)
     rng = np.random.default_rng([seed, _TEST_STREAM])
-    speckle = _speckle_bank(rng, size)
-    subjects = [_make_subject(rng, size) for _ in range(-(-num_images // _IMAGES_PER_TEST_SUBJECT))]
+    bank = draw.bank(rng, size)
+    subjects = [draw.subject(rng, size) for _ in range(-(-num_images // _IMAGES_PER_TEST_SUBJECT))]
+    rows = []
     for img in range(1, num_images + 1):
         subject = subjects[rng.integers(len(subjects))]
-        image, _ = _render(subject, speckle, rng, present=bool(rng.random() < 0.5))
+        image, mask = draw.render(subject, bank, rng, present=bool(rng.random() < 0.5))
         _write_tif(os.path.join(test_dir, f"{img}.tif"), image)
+        rows.append((img, rle_encode(mask)))
+    if masks_csv is not None:
+        atomic_write_csv(masks_csv, ["img", "pixels"], rows)
     return test_dir
+
+
+def _nerve_style(style: str) -> _Style:
+    """The generator of ``style``; ValueError naming the known ones otherwise."""
+    if style not in NERVE_DEMO_STYLES:
+        raise ValueError(f"unknown nerve demo style {style!r}, expected one of {list(NERVE_DEMO_STYLES)}.")
+    return NERVE_DEMO_STYLES[style]
 
 
 def make_nerve_demo(
@@ -500,12 +592,15 @@ def make_nerve_demo(
     seed: int = 0,
     size: tuple[int, int] = NERVE_IMAGE_SHAPE,
     overwrite: bool = False,
+    style: str = "speckle",
 ) -> str:
     """Write a synthetic dataset in the Kaggle nerve layout (see the module docstring).
 
     Each subject has its own anatomy and nerve position; half of each subject's masks (rounded
-    down) are non-empty. ``train_masks.csv`` holds the RLE of the written masks. The images
-    are meant to be learnable by a small U-Net in a few epochs.
+    down) are non-empty. ``train_masks.csv`` holds the RLE of the written masks and
+    ``test_masks.csv`` the answer key of ``test/`` (``img,pixels``, the submission's format), which
+    the Kaggle layout does not have. The images are meant to be learnable by a small U-Net in a few
+    epochs.
 
     Args:
         dataset_dir: output folder, created if needed.
@@ -514,34 +609,36 @@ def make_nerve_demo(
         num_test: number of test images (:func:`make_nerve_test_images`, other subjects).
         seed: random seed; the same arguments write identical files.
         size: (H, W) of the images, (420, 580) as in Kaggle.
-        overwrite: replace existing ``train/``, ``test/`` and ``train_masks.csv``.
+        overwrite: replace existing ``train/``, ``test/``, ``train_masks.csv`` and ``test_masks.csv``.
+        style: a key of :data:`NERVE_DEMO_STYLES`: ``"speckle"`` (the bundle's demo) or
+            ``"fascicles"`` (data drawn differently, to check a result beyond the demo).
 
     Returns:
         ``dataset_dir`` as a string.
 
     Raises:
         FileExistsError: when an output exists and ``overwrite`` is False.
+        ValueError: for an unknown ``style``.
     """
     dataset_dir = os.fspath(dataset_dir)
+    draw = _nerve_style(style)
     train_dir, csv_path = os.path.join(dataset_dir, "train"), os.path.join(dataset_dir, "train_masks.csv")
     check_free([train_dir, csv_path], overwrite)
-    make_nerve_test_images(os.path.join(dataset_dir, "test"), num_test, seed=seed, size=size, overwrite=overwrite)
+    make_nerve_test_images(os.path.join(dataset_dir, "test"), num_test, seed=seed, size=size, overwrite=overwrite,
+                           style=style, masks_csv=os.path.join(dataset_dir, "test_masks.csv"))
     os.makedirs(train_dir)
     rng = np.random.default_rng([seed, _TRAIN_STREAM])
-    speckle = _speckle_bank(rng, size)
+    bank = draw.bank(rng, size)
     rows = []
     for subject_id in range(1, num_subjects + 1):
-        subject = _make_subject(rng, size)
+        subject = draw.subject(rng, size)
         present = rng.permutation(images_per_subject) < images_per_subject // 2
         for img in range(1, images_per_subject + 1):
-            image, mask = _render(subject, speckle, rng, present=bool(present[img - 1]))
+            image, mask = draw.render(subject, bank, rng, present=bool(present[img - 1]))
             _write_tif(os.path.join(train_dir, f"{subject_id}_{img}.tif"), image)
             _write_tif(os.path.join(train_dir, f"{subject_id}_{img}_mask.tif"), mask)
             rows.append((subject_id, img, rle_encode(mask)))
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["subject", "img", "pixels"])
-        writer.writerows(rows)
+    atomic_write_csv(csv_path, ["subject", "img", "pixels"], rows)
     return dataset_dir
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from monai_seg.utils import atomic_write_csv
 
-__all__ = ["NERVE_IMAGE_SHAPE", "rle_encode", "rle_decode", "write_submission", "read_train_masks_csv"]
+__all__ = ["NERVE_IMAGE_SHAPE", "rle_encode", "rle_decode", "write_submission", "read_submission", "read_train_masks_csv"]
 
 NERVE_IMAGE_SHAPE = (420, 580)
 """(height, width) of the Kaggle nerve images and masks as read from the TIF files."""
@@ -135,6 +135,41 @@ def write_submission(rows: Mapping[int | str, str] | Iterable[tuple[int | str, s
         submission[number] = rle
     atomic_write_csv(path, ["img", "pixels"], sorted(submission.items()))
     return str(path)
+
+
+def read_submission(path: str | os.PathLike, shape: tuple[int, int] = NERVE_IMAGE_SHAPE) -> dict[int, str]:
+    """Read and validate a Kaggle nerve submission or answer key (``img,pixels``).
+
+    Args:
+        path: the CSV file.
+        shape: (H, W) of the masks, used to validate the RLE.
+
+    Returns:
+        image number -> RLE string (empty for an empty mask), in file order.
+
+    Raises:
+        ValueError: naming the file and the line for a wrong header, a row without two fields, a
+            non-integer or repeated img, or malformed RLE.
+    """
+    masks: dict[int, str] = {}
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != ["img", "pixels"]:
+            raise ValueError(f"{path}: expected the header 'img,pixels', got {header}.")
+        for row in reader:
+            where = f"{path} line {reader.line_num}"
+            if len(row) != 2 or not row[0].isdecimal():
+                raise ValueError(f"{where}: expected an integer img and the RLE pixels, got {row}.")
+            img, rle = int(row[0]), row[1]
+            if img in masks:
+                raise ValueError(f"{where}: image {img} appears more than once.")
+            try:
+                _parse_rle(rle, shape)
+            except ValueError as err:
+                raise ValueError(f"{where} (image {img}): {err}") from None
+            masks[img] = rle
+    return masks
 
 
 def read_train_masks_csv(path: str | os.PathLike, shape: tuple[int, int] = NERVE_IMAGE_SHAPE) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from monai.handlers import CheckpointLoader, CheckpointSaver, EarlyStopHandler
@@ -21,6 +21,7 @@ from monai.utils import min_version, optional_import, str2bool
 from monai_seg.data.folders import check_free
 
 Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 DiskSaver, _ = optional_import("ignite.handlers", "0.4.11", min_version, "DiskSaver")
 idist, _ = optional_import("ignite.distributed")
 
@@ -134,12 +135,53 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
 
 class ResumableEarlyStopHandler(EarlyStopHandler):
-    """MONAI's ``EarlyStopHandler`` whose counter and best score go into a checkpoint.
+    """MONAI's ``EarlyStopHandler`` whose counter and best score go into a checkpoint, with an optional start.
 
     Ignite's ``EarlyStopping`` has a state, MONAI's wrapper does not expose it. A run restored from a
     checkpoint in which the patience was already spent stops again at once instead of training one more
     epoch. ``set_trainer`` must be called before the state is loaded (the bundles' ``run`` does so first).
+
+    With ``start_above``, the patience only starts to run at the first validation whose score exceeds
+    ``start_above``: with :class:`monai_seg.metrics.KaggleSkillMetric` and ``start_above=0.0``, epochs
+    in which the model does no better than predicting nothing never count, so a slow start cannot end
+    the training at the trivial model. If no validation ever gets there, training runs to
+    ``max_epochs`` and a warning says so.
+
+    Args:
+        patience: validations without improvement before the training stops.
+        score_function: the validation score, higher is better.
+        start_above: scores at or below it do not start the patience; None: it starts at once.
+        kwargs: the other arguments of ``monai.handlers.EarlyStopHandler``.
     """
+
+    def __init__(self, patience: int, score_function: Callable, start_above: float | None = None,
+                 **kwargs: Any) -> None:
+        self.start_above = start_above
+        self._score_of = score_function
+        self._score = 0.0
+        super().__init__(patience, self._last_score, **kwargs)
+
+    def _last_score(self, _engine: Engine) -> float:
+        """The score of the current validation, computed once by ``__call__``."""
+        return self._score
+
+    def set_trainer(self, trainer: Engine) -> None:
+        super().set_trainer(trainer)
+        if self.start_above is not None:
+            trainer.add_event_handler(Events.COMPLETED, self._warn_if_never_started)
+
+    def __call__(self, engine: Engine) -> None:
+        self._score = float(self._score_of(engine))
+        if self.start_above is not None and self._early_stopping().best_score is None and self._score <= self.start_above:
+            return
+        super().__call__(engine)
+
+    def _warn_if_never_started(self, trainer: Engine) -> None:
+        if self._early_stopping().best_score is None:
+            trainer.logger.warning(
+                f"no validation scored above {self.start_above} in {trainer.state.epoch} epochs: the best "
+                "checkpoint is no better than the trivial prediction; train longer or check the data and settings."
+            )
 
     def _early_stopping(self) -> Any:
         if self._handler is None:

@@ -22,6 +22,8 @@ SETTINGS_HELP = {
     "sizes": (int, "+", "training_size: numbers of training images (5 10 15 20 25 45 65 85 105; quick 2 4)"),
     "samples": (int, "+", "uncertainty: Monte-Carlo samples T >= 1 (1 5 10 20 50; quick 1 4 8)"),
     "locations": (str, "+", "uncertainty: dropout placements, of everywhere decoder (both)"),
+    "style": (str, None, "nerve_ablation: the generated data, speckle (the demo's) or fascicles (speckle)"),
+    "rows": (str, "+", "nerve_ablation: the rows to run (all)"),
 }
 
 

@@ -7,6 +7,8 @@ its runs through :class:`~monai_seg.experiments.runner.RunStore`, writes ``resul
 - ``cross_validation`` (study C): k folds by subject on the nerve bundle; per fold and mean / std.
 - ``model_comparison`` (study A, table I): five nets on one split, each with and without the
   "presence file" (the two-head net's presence probability blanks another net's masks).
+- ``nerve_ablation``: from the study's two-head settings to the bundle's defaults, one change a row,
+  each scored with and without presence gating, on the demo data or a differently drawn dataset.
 - ``noise`` (study D): Gaussian noise in raw 16-bit units on the training and/or validation images.
 - ``training_size`` (study D): validation Dice against the number of training images.
 - ``uncertainty`` (study B): Monte-Carlo dropout samples T against uncertainty-error AUROC and ECE,
@@ -21,6 +23,7 @@ images whose ground truth holds a nerve (on the others they only measure presenc
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import statistics
@@ -35,6 +38,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from monai_seg.data import (  # noqa: E402
+    NERVE_IMAGE_SHAPE,
     ensure_xray_demo,
     make_brats_demo,
     make_nerve_demo,
@@ -50,6 +54,7 @@ __all__ = [
     "nerve_scores",
     "cross_validation",
     "model_comparison",
+    "nerve_ablation",
     "noise",
     "training_size",
     "uncertainty",
@@ -60,12 +65,47 @@ NERVE_QUICK = {"epochs": 4, "batch_size": 4, "num_workers": 0, "spatial_size": [
 QUICK_CHANNELS = [8, 16, 32, 64, 128]
 NERVE_MODELS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "unet": (["unet.json"], {"network_def#channels": QUICK_CHANNELS}),
-    "two_head_unet": ([], {"network_def#channels": [16, 16, 32, 64, 128], "network_def#presence_grid": [3, 2]}),
+    "two_head_unet": ([], {"network_def#channels": [16, 16, 32, 64, 128]}),
     "r2unet": (["r2unet.json"], {"network_def#channels": QUICK_CHANNELS}),
     "unetplusplus": (["unetplusplus.json"], {"network_def#network#features": [8, 8, 16, 32, 64, 8]}),
     "attention_unet": (["attention_unet.json"], {"network_def#channels": QUICK_CHANNELS}),
 }
 """Model name -> (variant configs merged on ``train.json``, quick-mode overrides of the net's width)."""
+_STUDY_TWO_HEAD = {
+    "network_def#channels": [32, 64, 128, 256, 512], "network_def#dropout_location": "all",
+    "network_def#presence_features": 1, "network_def#presence_pool": "avg", "network_def#presence_grid": [7, 5],
+    "network_def#prior": None,
+    "lr_scheduler": {"_target_": "torch.optim.lr_scheduler.ConstantLR", "optimizer": "@optimizer", "factor": 1.0,
+                     "total_iters": 0},
+}
+"""``train.json`` overrides that give the study's two-head settings (``configs/study.json`` but the batch size)."""
+_ABLATION_STEPS = (
+    ("study", ()),
+    ("+ dropout before the heads", ("network_def#dropout_location",)),
+    ("+ position-free presence head", ("network_def#presence_features", "network_def#presence_pool",
+                                       "network_def#presence_grid")),
+    ("+ 16-256 channels", ("network_def#channels",)),
+    ("+ cosine learning rate", ("lr_scheduler",)),
+    ("+ prior initialisation (defaults)", ("network_def#prior",)),
+)
+
+
+def _ablation_rows() -> dict[str, dict[str, Any]]:
+    """Row -> overrides: the study's settings less every change made up to that row."""
+    rows, changed = {}, set()
+    for row, keys in _ABLATION_STEPS:
+        changed.update(keys)
+        rows[row] = {k: v for k, v in _STUDY_TWO_HEAD.items() if k not in changed}
+    return rows
+
+
+NERVE_ABLATION = _ablation_rows()
+"""Ablation row -> overrides of ``train.json``: each row adds one change to the row above, from the study's
+two-head settings to the bundle's defaults (the last row, no override)."""
+NERVE_ABLATION_DATA = {"speckle": {"num_subjects": 10, "images_per_subject": 12},
+                       "fascicles": {"num_subjects": 30, "images_per_subject": 8}}
+"""Dataset style of :func:`monai_seg.data.make_nerve_demo` -> its size in the ablation (the bundle's demo; the
+issue's held-out shape: 30 subjects of 8 images)."""
 XRAY_QUICK = {"epochs": 4, "learning_rate": 0.001, "batch_size": 2, "num_workers": 0, "spatial_size": [32, 32],
               "network_def#features": [4, 4, 8, 16, 32, 4]}
 BRATS_NET = {"network_def#channels": [8, 16, 32], "network_def#blocks": [1, 1, 1]}
@@ -264,6 +304,66 @@ def model_comparison(ctx: ExperimentContext, models: Sequence[str] = tuple(NERVE
     ax.legend(fontsize=8)
     save_figure(fig, str(ctx.output_dir / "results.png"))
     return rows
+
+
+def nerve_ablation(ctx: ExperimentContext, style: str = "speckle", rows: Sequence[str] = tuple(NERVE_ABLATION)
+                   ) -> list[dict[str, Any]]:
+    """What each change from the study's two-head settings to the bundle's defaults does (see :data:`NERVE_ABLATION`).
+
+    Every row trains the two-head net with the same protocol (the bundle's, or ``ctx.overrides`` such as
+    ``{"epochs": 30, "batch_size": 16}``) and scores its best checkpoint at the original resolution
+    without gating and with its own presence gating (threshold 0.5).
+
+    Args:
+        ctx: the experiment context (nerve bundle); without ``ctx.dataset_dir`` the data are drawn in the
+            ``style`` of :data:`monai_seg.data.NERVE_DEMO_STYLES` into ``<output_dir>/data_<style>``.
+        style: ``"speckle"`` (the demo's generator) or ``"fascicles"`` (another texture, nerve look,
+            size and position), ignored with ``ctx.dataset_dir``.
+        rows: keys of :data:`NERVE_ABLATION`.
+    """
+    unknown = (set(rows) - set(NERVE_ABLATION)) | ({style} - set(NERVE_ABLATION_DATA))
+    if unknown:
+        raise ValueError(f"unknown rows or style {sorted(unknown)}: rows are {list(NERVE_ABLATION)}, styles "
+                         f"{list(NERVE_ABLATION_DATA)}.")
+    if ctx.dataset_dir is not None:
+        data = {"dataset_dir": ctx.dataset_dir}
+    else:
+        size = (105, 145) if ctx.quick else NERVE_IMAGE_SHAPE
+        make = functools.partial(make_nerve_demo, num_test=0, size=size, style=style, seed=1,
+                                 **({"num_subjects": 3, "images_per_subject": 4} if ctx.quick else NERVE_ABLATION_DATA[style]))
+        data = {"dataset_dir": ensure_demo(ctx.output_dir / f"data_{style}", "train", make)}
+    store = ctx.store(len(rows))
+    table = []
+    for row in rows:
+        settings = ctx.settings({**NERVE_QUICK, **NERVE_MODELS["two_head_unet"][1]}, **NERVE_ABLATION[row])
+        run = _nerve_run(ctx, [], data, settings, {"presence_threshold": 0.0})
+        result = store.run(row.strip("+ ").split(" (")[0].replace(" ", "_"), _with_presence(run), {**data, **settings})
+        table.append({"change": row, **result})
+    write_table(table, ctx.output_dir)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for i, key in enumerate(("kaggle_score_gated", "dice_gated", "presence_auroc")):
+        ax.bar([r + i * 0.27 for r in range(len(rows))], [t[key] for t in table], width=0.27, label=key)
+    ax.set_xticks([r + 0.27 for r in range(len(rows))], [r.strip("+ ") for r in rows], fontsize=7, rotation=15)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"two-head net: from the study's settings to the defaults ({style if ctx.dataset_dir is None else 'your data'})")
+    ax.legend(fontsize=8)
+    save_figure(fig, str(ctx.output_dir / "results.png"))
+    return table
+
+
+def _with_presence(run: Callable[[Path], dict]) -> Callable[[Path], dict]:
+    """``run`` (an ungated evaluation) plus the scores gated by the net's own presence probability and its AUROC."""
+
+    def scored(folder: Path) -> dict[str, Any]:
+        result = run(folder)
+        per_image = _read_csv(folder / "eval" / "metrics_per_image.csv")
+        gate = {r["filename"]: float(r["presence_prob"]) for r in per_image}
+        gated = nerve_scores(per_image, gate)
+        summary = json.loads((folder / "eval" / "metrics_summary.json").read_text())
+        return {"kaggle_score": result["kaggle_score"], "dice": result["dice"], "kaggle_score_gated": gated["kaggle_score"],
+                "dice_gated": gated["dice"], "presence_auroc": summary["presence_auroc"], "params": result["params"]}
+
+    return scored
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ignite.distributed as idist
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from monai.data import decollate_batch
@@ -43,6 +44,7 @@ from monai.metrics import (
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import ImageMetaKey, MetricReduction, evenly_divisible_all_gather, string_list_all_gather
 
+from monai_seg.data.rle import NERVE_IMAGE_SHAPE, read_submission, rle_decode
 from monai_seg.utils import atomic_write_csv, atomic_write_text
 
 __all__ = [
@@ -51,7 +53,9 @@ __all__ = [
     "segmentation_metrics_from_confusion_matrix",
     "compute_kaggle_dice",
     "compute_presence_metrics",
+    "score_submission",
     "KaggleDiceMetric",
+    "KaggleSkillMetric",
     "BinarySegmentationMetrics",
     "write_segmentation_report",
     "ReportHandler",
@@ -139,6 +143,48 @@ def compute_presence_metrics(
     return {"presence_accuracy": accuracy, "presence_auroc": None if math.isnan(auroc) else auroc}
 
 
+def score_submission(
+    submission: str | os.PathLike, answer_key: str | os.PathLike, shape: tuple[int, int] = NERVE_IMAGE_SHAPE
+) -> dict[str, float | int]:
+    """Score a Kaggle nerve submission against an answer key of the same format (``img,pixels``).
+
+    The demo data's ``test_masks.csv`` is such a key (``monai_seg.data.make_nerve_demo``).
+
+    Args:
+        submission: the submission CSV.
+        answer_key: the true masks, one row per test image.
+        shape: (H, W) of the masks.
+
+    Returns:
+        ``kaggle_score`` (mean per-image Dice, 1 for an empty mask predicted empty), ``dice_nerve``
+        (mean Dice over the images with a nerve; NaN without any), ``presence_accuracy`` (the
+        fraction of images whose mask is non-empty exactly when the true one is), ``num_images``,
+        ``num_nonempty`` (true masks with a nerve) and ``num_predicted`` (non-empty submitted masks).
+
+    Raises:
+        ValueError: when either file is malformed (see :func:`monai_seg.data.read_submission`) or
+            their images differ.
+    """
+    predicted, truth = read_submission(submission, shape), read_submission(answer_key, shape)
+    if sorted(predicted) != sorted(truth):
+        missing, extra = sorted(set(truth) - set(predicted)), sorted(set(predicted) - set(truth))
+        raise ValueError(f"{submission} does not list the images of {answer_key}: missing {missing[:10]}, "
+                         f"extra {extra[:10]}.")
+    images = sorted(truth)
+    masks = [torch.as_tensor(np.stack([rle_decode(table[img], shape) for img in images]))[:, None].float()
+             for table in (predicted, truth)]
+    dice = compute_kaggle_dice(*masks)[:, 0]
+    has_pred, has_true = (m.flatten(start_dim=1).amax(dim=1) > 0 for m in masks)
+    return {
+        "kaggle_score": dice.mean().item(),
+        "dice_nerve": dice[has_true].mean().item() if bool(has_true.any()) else float("nan"),
+        "presence_accuracy": (has_pred == has_true).float().mean().item(),
+        "num_images": len(images),
+        "num_nonempty": int(has_true.sum()),
+        "num_predicted": int(has_pred.sum()),
+    }
+
+
 class KaggleDiceMetric(CumulativeIterationMetric):
     """
     Per-image Kaggle Dice (see :py:func:`compute_kaggle_dice`), accumulated over iterations.
@@ -179,6 +225,39 @@ class KaggleDiceMetric(CumulativeIterationMetric):
             raise ValueError("the data to aggregate must be PyTorch Tensor.")
         f, not_nans = do_metric_reduction(data, reduction or self.reduction)
         return (f, not_nans) if self.get_not_nans else f
+
+
+class KaggleSkillMetric(CumulativeIterationMetric):
+    """
+    How much better than predicting nothing: ``(S - S0) / (1 - S0)``, with ``S`` the Kaggle score
+    (mean per-image Dice, :py:func:`compute_kaggle_dice`) and ``S0`` the Kaggle score of the all-empty
+    prediction on the same images (the fraction of images without foreground).
+
+    It is 0 for the all-empty model, 1 for a perfect one and negative for a model that scores below
+    an empty submission; it orders models like the Kaggle score on a fixed validation set. On data
+    where half the masks are empty, the Kaggle score of a model that has learnt nothing is already
+    about 0.5; this metric lets early stopping wait until the model beats that
+    (``monai_seg.engines.ResumableEarlyStopHandler(start_above=0.0)``). When every image is
+    empty (``S0 = 1``) it returns ``S - 1``.
+    """
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """
+        Args:
+            y_pred: binarised prediction, shape (B, C, *spatial).
+            y: binary ground truth, same shape.
+
+        Returns:
+            (B, C, 2): the Kaggle Dice of the prediction and of an empty prediction.
+        """
+        return torch.stack([compute_kaggle_dice(y_pred, y), compute_kaggle_dice(torch.zeros_like(y), y)], dim=-1)
+
+    def aggregate(self) -> torch.Tensor:  # type: ignore[override]
+        data = self.get_buffer()
+        if not isinstance(data, torch.Tensor):
+            raise ValueError("the data to aggregate must be PyTorch Tensor.")
+        score, empty = data.reshape(-1, 2).mean(dim=0)
+        return score - empty if empty >= 1 else (score - empty) / (1 - empty)
 
 
 class BinarySegmentationMetrics(CumulativeIterationMetric):
