@@ -102,7 +102,7 @@ def test_read_train_masks_csv(tmp_path):
         ("subject,img,pixels\n1,1,\n1,2,1 2 3\n", r"line 3 \(image 1_2\): RLE has an odd number"),
         ("subject,img,pixels\n1,1,13 1\n", r"line 2 \(image 1_1\): RLE run 1 .* runs past the end"),
         ("subject,img,pixels\n1,1,\n1,1,\n", "line 3: image 1_1 appears more than once"),
-        ("subject,img,pixels\n1,x,\n", "line 2: subject '1' and img 'x' must be integers"),
+        ("subject,img,pixels\n1,x,\n", r"line 2: subject,img \['1', 'x'\] must be integers"),
         ("subject,img,pixels\n1,1\n", "line 2: expected 3 fields"),
     ],
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -137,6 +137,38 @@ def write_submission(rows: Mapping[int | str, str] | Iterable[tuple[int | str, s
     return str(path)
 
 
+def _read_rle_table(path: str | os.PathLike, header: Sequence[str], shape: tuple[int, int]) -> dict[tuple[int, ...], str]:
+    """Rows ``id..., pixels`` of an RLE CSV with integer ids, validated; (ids) -> RLE, in file order.
+
+    Raises:
+        ValueError: naming the file and the line for a wrong header, a row of another length, a
+            non-integer id, a repeated image or malformed RLE.
+    """
+    masks: dict[tuple[int, ...], str] = {}
+    ids = ",".join(header[:-1])
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        found = next(reader, None)
+        if found != list(header):
+            raise ValueError(f"{path}: expected the header '{','.join(header)}', got {found}.")
+        for row in reader:
+            where = f"{path} line {reader.line_num}"
+            if len(row) != len(header):
+                raise ValueError(f"{where}: expected {len(header)} fields ({','.join(header)}), got {len(row)}.")
+            if not all(value.isdecimal() for value in row[:-1]):
+                raise ValueError(f"{where}: {ids} {row[:-1]} must be integers.")
+            key = tuple(int(value) for value in row[:-1])
+            name = "_".join(map(str, key))
+            if key in masks:
+                raise ValueError(f"{where}: image {name} appears more than once.")
+            try:
+                _parse_rle(row[-1], shape)
+            except ValueError as err:
+                raise ValueError(f"{where} (image {name}): {err}") from None
+            masks[key] = row[-1]
+    return masks
+
+
 def read_submission(path: str | os.PathLike, shape: tuple[int, int] = NERVE_IMAGE_SHAPE) -> dict[int, str]:
     """Read and validate a Kaggle nerve submission or answer key (``img,pixels``).
 
@@ -151,25 +183,7 @@ def read_submission(path: str | os.PathLike, shape: tuple[int, int] = NERVE_IMAG
         ValueError: naming the file and the line for a wrong header, a row without two fields, a
             non-integer or repeated img, or malformed RLE.
     """
-    masks: dict[int, str] = {}
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != ["img", "pixels"]:
-            raise ValueError(f"{path}: expected the header 'img,pixels', got {header}.")
-        for row in reader:
-            where = f"{path} line {reader.line_num}"
-            if len(row) != 2 or not row[0].isdecimal():
-                raise ValueError(f"{where}: expected an integer img and the RLE pixels, got {row}.")
-            img, rle = int(row[0]), row[1]
-            if img in masks:
-                raise ValueError(f"{where}: image {img} appears more than once.")
-            try:
-                _parse_rle(rle, shape)
-            except ValueError as err:
-                raise ValueError(f"{where} (image {img}): {err}") from None
-            masks[img] = rle
-    return masks
+    return {img: rle for (img,), rle in _read_rle_table(path, ("img", "pixels"), shape).items()}
 
 
 def read_train_masks_csv(path: str | os.PathLike, shape: tuple[int, int] = NERVE_IMAGE_SHAPE) -> dict[str, str]:
@@ -187,25 +201,5 @@ def read_train_masks_csv(path: str | os.PathLike, shape: tuple[int, int] = NERVE
         ValueError: naming the file and the line for a wrong header, a row without three
             fields, a non-integer subject or img, a repeated image, or malformed RLE.
     """
-    masks: dict[str, str] = {}
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != ["subject", "img", "pixels"]:
-            raise ValueError(f"{path}: expected the header 'subject,img,pixels', got {header}.")
-        for row in reader:
-            where = f"{path} line {reader.line_num}"
-            if len(row) != 3:
-                raise ValueError(f"{where}: expected 3 fields (subject,img,pixels), got {len(row)}.")
-            subject, img, rle = row
-            if not (subject.isdecimal() and img.isdecimal()):
-                raise ValueError(f"{where}: subject {subject!r} and img {img!r} must be integers.")
-            key = f"{int(subject)}_{int(img)}"
-            if key in masks:
-                raise ValueError(f"{where}: image {key} appears more than once.")
-            try:
-                _parse_rle(rle, shape)
-            except ValueError as err:
-                raise ValueError(f"{where} (image {key}): {err}") from None
-            masks[key] = rle
-    return masks
+    table = _read_rle_table(path, ("subject", "img", "pixels"), shape)
+    return {f"{subject}_{img}": rle for (subject, img), rle in table.items()}

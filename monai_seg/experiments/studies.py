@@ -1,4 +1,4 @@
-"""The five experiments of the seed studies (REFERENCE.md), each a set of bundle runs, a table and a plot.
+"""The five experiments of the seed studies, each a set of bundle runs, a table and a plot.
 
 Every experiment function takes an :class:`ExperimentContext` and its own settings, runs (or reuses)
 its runs through :class:`~monai_seg.experiments.runner.RunStore`, writes ``results.csv``,

@@ -227,7 +227,7 @@ class UpConv(nn.Sequential):
 
 
 class InceptionBlock(nn.Module):
-    """Inception block of the two-head Kaggle nerve U-Net (REFERENCE.md), generalised to N-D.
+    """Inception block of the two-head Kaggle nerve U-Net (the 0.694 single-model solution), generalised to N-D.
 
     Four parallel branches whose outputs are concatenated (``d = out_channels``):
 
