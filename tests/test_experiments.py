@@ -24,9 +24,10 @@ COLUMNS = {
     "noise": ["condition", "train_noise_std", "val_noise_std", "val_dice", "dice_class0", "dice_class1", "dice_class2"],
     "training_size": ["num_train_images", "val_dice", "dice_class0", "dice_class1", "dice_class2"],
     "uncertainty": ["dropout", "samples", "dice", "uncertainty_auroc", "ece"],
+    "nerve_ablation": ["change", "kaggle_score", "dice", "kaggle_score_gated", "dice_gated", "presence_auroc", "params"],
 }
 UNIT_RANGE = {"kaggle_score", "dice", "iou", "sensitivity", "jaccard", "val_dice", "dice_class0", "dice_class1",
-              "dice_class2", "uncertainty_auroc", "ece"}
+              "dice_class2", "uncertainty_auroc", "ece", "kaggle_score_gated", "dice_gated", "presence_auroc"}
 
 
 class Lines(list):
@@ -216,3 +217,24 @@ def test_xray_train_noise_and_subset_parameters(tmp_path):
     two = [d["id"] for d in noisy.get_parsed_content("train#dataset#data")]
     four = [d["id"] for d in parse(num_train_images=4).get_parsed_content("train#dataset#data")]
     assert len(two) == 2 and len(four) == 4 and set(two) < set(four)
+
+
+def test_nerve_ablation_starts_at_the_study_and_ends_at_the_defaults():
+    """The first row is configs/study.json (but the batch size), the last the bundle's defaults."""
+    from monai.bundle import ConfigParser
+
+    from monai_seg.experiments.studies import NERVE_ABLATION
+    from tests.bundle_utils import config_files
+
+    def parsed(names, **override):
+        parser = ConfigParser()
+        parser.read_config(config_files("nerve_ultrasound_segmentation", *names))
+        parser.update(override)
+        return parser
+
+    rows = list(NERVE_ABLATION.values())
+    study, first = parsed(["train.json", "study.json"]), parsed(["train.json"], **rows[0])
+    for key in ("network_def", "lr_scheduler", "loss", "learning_rate"):
+        assert first.get(key) == study.get(key), key
+    assert rows[-1] == {}
+    assert [len(row) for row in rows] == sorted((len(row) for row in rows), reverse=True)  # one change a row
