@@ -10,6 +10,7 @@ from monai_seg.data import (
     make_nerve_test_images,
     nerve_datalist,
     nerve_split,
+    read_submission,
     read_train_masks_csv,
     rle_decode,
     subject_kfold,
@@ -249,7 +250,7 @@ def test_demo_deterministic(tmp_path):
     first, second = make_nerve_demo(tmp_path / "a", **kwargs), make_nerve_demo(tmp_path / "b", **kwargs)
     other = make_nerve_demo(tmp_path / "c", seed=1, **kwargs)
     files = sorted(os.path.relpath(os.path.join(r, f), first) for r, _, names in os.walk(first) for f in names)
-    assert len(files) == 2 * 6 + 2 + 1
+    assert len(files) == 2 * 6 + 2 + 2  # images and masks, test images, train_masks.csv and test_masks.csv
     for name in files:
         data = (tmp_path / "a" / name).read_bytes()
         assert data == (tmp_path / "b" / name).read_bytes()
@@ -275,7 +276,18 @@ def test_make_nerve_test_images(tmp_path):
 def test_ensure_nerve_demo(tmp_path):
     root = tmp_path / "nerve"
     assert ensure_nerve_demo(root) == str(root)
-    assert sorted(os.listdir(root)) == ["test", "train", "train_masks.csv"]  # no staging folder left
+    assert sorted(os.listdir(root)) == ["test", "test_masks.csv", "train", "train_masks.csv"]  # no staging left
     stamp = os.path.getmtime(root / "train")
     assert ensure_nerve_demo(root) == str(root) and os.path.getmtime(root / "train") == stamp
     assert len(nerve_datalist(root)) == 120  # the default demo: 10 subjects x 12 images
+
+
+@pytest.mark.parametrize("style", ["speckle", "fascicles"])
+def test_demo_answer_key_matches_the_test_images(tmp_path, style):
+    """test_masks.csv holds a nerve for about half the test images, in the submission format, and no others."""
+    root = make_nerve_demo(tmp_path, num_subjects=1, images_per_subject=2, num_test=12, size=(60, 80), style=style)
+    key = read_submission(os.path.join(root, "test_masks.csv"), shape=(60, 80))
+    assert sorted(key) == list(range(1, 13)) == sorted(int(name[:-4]) for name in os.listdir(os.path.join(root, "test")))
+    assert 3 <= sum(rle != "" for rle in key.values()) <= 9
+    with pytest.raises(ValueError, match="unknown nerve demo style 'plain'"):
+        make_nerve_demo(tmp_path / "other", style="plain")
