@@ -234,7 +234,7 @@ def test_nerve_ablation_starts_at_the_study_and_ends_at_the_defaults():
 
     rows = list(NERVE_ABLATION.values())
     study, first = parsed(["train.json", "study.json"]), parsed(["train.json"], **rows[0])
-    for key in ("network_def", "lr_scheduler", "loss", "learning_rate"):
+    for key in ("network_def", "lr_scheduler", "loss", "learning_rate", "resize_mode"):
         assert first.get(key) == study.get(key), key
     assert rows[-1] == {}
     assert [len(row) for row in rows] == sorted((len(row) for row in rows), reverse=True)  # one change a row

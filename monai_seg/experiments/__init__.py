@@ -69,7 +69,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "model_comparison": Experiment("nerve_ultrasound_segmentation", model_comparison, {},
                                    "study A table I: five nets, without and with the presence file"),
     "nerve_ablation": Experiment("nerve_ultrasound_segmentation", nerve_ablation,
-                                 {"rows": ["study", "+ prior initialisation (defaults)"]},
+                                 {"rows": ["study", "+ area downsampling (defaults)"]},
                                  "the two-head net from the study's settings to the defaults, one change a row"),
     "noise": Experiment("xray_multiclass_segmentation", noise, {},
                         "study D: Gaussian noise on train and/or validation images (raw 16-bit units)"),
