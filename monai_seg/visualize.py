@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
-import matplotlib
+import nibabel as nib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from monai.data import MetaTensor
+from monai.handlers import from_engine
+from monai.utils import min_version, optional_import
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from monai.data import MetaTensor  # noqa: E402
-from monai.handlers import from_engine  # noqa: E402
-from monai.utils import min_version, optional_import  # noqa: E402
-
-from monai_seg.metrics.brats import item_case_name  # noqa: E402
+from monai_seg.metrics.brats import item_case_name
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
@@ -26,6 +24,7 @@ __all__ = [
     "OverlayGrid",
     "TrainingCurves",
     "UncertaintyFigures",
+    "new_figure",
     "save_figure",
     "save_overlay_grid",
     "save_training_curves",
@@ -33,13 +32,24 @@ __all__ = [
 ]
 
 
-def save_figure(fig: plt.Figure, filename: str) -> None:
-    """Save a figure atomically (a temporary file renamed into place) and close it."""
+def new_figure(nrows: int = 1, ncols: int = 1, squeeze: bool = True, **figure_kwargs: Any) -> tuple[Figure, Any]:
+    """A figure and its axes, as ``matplotlib.pyplot.subplots`` but outside pyplot: no backend is chosen
+    or changed (a notebook keeps its own), no figure is registered, and nothing needs closing.
+
+    Args:
+        nrows, ncols, squeeze: the grid of axes, as in ``Figure.subplots``.
+        figure_kwargs: ``Figure`` arguments such as ``figsize`` and ``layout``.
+    """
+    fig = Figure(**figure_kwargs)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+
+
+def save_figure(fig: Figure, filename: str) -> None:
+    """Save a figure atomically (a temporary file renamed into place)."""
     os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
     root, ext = os.path.splitext(filename)
     tmp = f"{root}.tmp{ext}"
     fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     os.replace(tmp, filename)
 
 
@@ -51,7 +61,7 @@ def save_training_curves(history: dict[str, Sequence[float]], filename: str) -> 
         filename: PNG file to write.
     """
     names = [name for name, values in history.items() if len(values)]
-    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.5 * max(len(names), 1), 3.5), squeeze=False)
+    fig, axes = new_figure(1, max(len(names), 1), figsize=(4.5 * max(len(names), 1), 3.5), squeeze=False)
     for ax, name in zip(axes[0], names):
         values = history[name]
         ax.plot(range(1, len(values) + 1), values, marker="o")
@@ -86,7 +96,7 @@ def save_overlay_grid(
         titles: a name per row (e.g. the file name).
     """
     columns = ["image"] + (["ground truth"] if labels is not None else []) + ["prediction"]
-    fig, axes = plt.subplots(len(images), len(columns), figsize=(3.2 * len(columns), 2.5 * len(images)), squeeze=False)
+    fig, axes = new_figure(len(images), len(columns), figsize=(3.2 * len(columns), 2.5 * len(images)), squeeze=False)
     for row, image in enumerate(images):
         panels = [None] + ([labels[row]] if labels is not None else []) + [preds[row]]
         for col, (name, mask) in enumerate(zip(columns, panels)):
@@ -262,7 +272,7 @@ def save_uncertainty_figure(
     top = max(float(unc_ras[channel].max()), 1e-6)
     first = "input + ground truth" if label is not None else "input"
     columns = [first, "mean probability + prediction", uncertainty_name]
-    fig, axes = plt.subplots(len(shown), 3, figsize=(10.0, 3.0 * len(shown)), squeeze=False, layout="constrained")
+    fig, axes = new_figure(len(shown), 3, figsize=(10.0, 3.0 * len(shown)), squeeze=False, layout="constrained")
     for row, k in enumerate(shown):
         axes[row, 0].imshow(_axial(background, k), cmap="gray")
         prob_image = axes[row, 1].imshow(_axial(prob_ras[channel], k), cmap="viridis", vmin=0, vmax=1)

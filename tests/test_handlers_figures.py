@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from monai.data import MetaTensor
@@ -37,3 +40,28 @@ def test_save_overlay_grid(tmp_path, with_labels):
     width, height = Image.open(path).size
     # 3 rows of 3 panels (image, ground truth, prediction) are wider than high; of 2 panels, higher than wide
     assert (width > height) == with_labels
+
+
+def test_importing_the_package_keeps_the_users_matplotlib_backend():
+    """``import monai_seg`` (figures, experiments included) must not switch a notebook's plotting backend."""
+    code = (
+        "import matplotlib; matplotlib.use('svg')\n"
+        "import monai_seg, monai_seg.visualize, monai_seg.experiments.studies\n"
+        "print(matplotlib.get_backend())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "svg"
+
+
+def test_figures_are_drawn_outside_pyplot(tmp_path):
+    """``new_figure`` + ``save_figure`` write a PNG without registering a pyplot figure."""
+    import matplotlib.pyplot as plt
+
+    from monai_seg.visualize import new_figure, save_figure
+
+    open_before = plt.get_fignums()
+    fig, axes = new_figure(1, 2, figsize=(4, 2))
+    axes[1].plot([0, 1], [1, 0])
+    save_figure(fig, str(tmp_path / "f.png"))
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plt.get_fignums() == open_before

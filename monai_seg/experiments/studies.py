@@ -32,12 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from monai_seg.data import (  # noqa: E402
+from monai_seg.data import (
     NERVE_IMAGE_SHAPE,
     ensure_xray_demo,
     make_brats_demo,
@@ -45,9 +40,9 @@ from monai_seg.data import (  # noqa: E402
     make_xray_demo,
     xray_datalist,
 )
-from monai_seg.data.folders import ensure_demo  # noqa: E402
-from monai_seg.experiments.runner import Bundle, RunStore, write_table  # noqa: E402
-from monai_seg.visualize import save_figure  # noqa: E402
+from monai_seg.data.folders import ensure_demo
+from monai_seg.experiments.runner import Bundle, RunStore, write_table
+from monai_seg.visualize import new_figure, save_figure
 
 __all__ = [
     "ExperimentContext",
@@ -248,7 +243,7 @@ def cross_validation(ctx: ExperimentContext, num_folds: int = 5, model: str = "u
     for name, reduce in (("mean", statistics.fmean), ("std", statistics.pstdev)):
         rows.append({"fold": name, **{k: reduce(r[k] for r in rows[:num_folds]) for k in ("kaggle_score", "dice", "iou")}})
     write_table(rows, ctx.output_dir)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = new_figure(figsize=(6, 3.5))
     metrics = ("kaggle_score", "dice", "iou")
     for i, metric in enumerate(metrics):
         values = [r[metric] for r in rows[:num_folds]]
@@ -294,7 +289,7 @@ def model_comparison(ctx: ExperimentContext, models: Sequence[str] = tuple(NERVE
             rows.append({"model": model, "gating": gating, "params": results[model]["params"],
                          **nerve_scores(per_image, gate)})
     write_table(rows, ctx.output_dir)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = new_figure(figsize=(7, 3.5))
     for i, gating in enumerate(("none", "presence file")):
         values = [r["kaggle_score"] for r in rows if r["gating"] == gating]
         ax.bar([m + i * 0.4 for m in range(len(models))], values, width=0.4, label=f"gating: {gating}")
@@ -341,7 +336,7 @@ def nerve_ablation(ctx: ExperimentContext, style: str = "speckle", rows: Sequenc
         result = store.run(row.strip("+ ").split(" (")[0].replace(" ", "_"), _with_presence(run), {**data, **settings})
         table.append({"change": row, **result})
     write_table(table, ctx.output_dir)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = new_figure(figsize=(7, 3.5))
     for i, key in enumerate(("kaggle_score_gated", "dice_gated", "presence_auroc")):
         ax.bar([r + i * 0.27 for r in range(len(rows))], [t[key] for t in table], width=0.27, label=key)
     ax.set_xticks([r + 0.27 for r in range(len(rows))], [r.strip("+ ") for r in rows], fontsize=7, rotation=15)
@@ -422,7 +417,7 @@ def noise(ctx: ExperimentContext, std: float = 5000.0, conditions: Sequence[str]
                            {**data, **settings})
         rows.append({"condition": condition, "train_noise_std": train_std, "val_noise_std": val_std, **result})
     write_table(rows, ctx.output_dir)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = new_figure(figsize=(5, 3.5))
     ax.bar([r["condition"] for r in rows], [r["val_dice"] for r in rows], color="C0")
     ax.set_ylim(0, 1)
     ax.set_xlabel("noise on")
@@ -459,7 +454,7 @@ def training_size(ctx: ExperimentContext, sizes: Sequence[int] = (5, 10, 15, 20,
         settings = ctx.settings(XRAY_QUICK, num_train_images=size)
         rows.append({"num_train_images": size, **store.run(f"n{size}", _xray_run(ctx, data, settings, {}), {**data, **settings})})
     write_table(rows, ctx.output_dir)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = new_figure(figsize=(5, 3.5))
     ax.plot([r["num_train_images"] for r in rows], [r["val_dice"] for r in rows], marker="o")
     ax.set_xticks(list(sizes))
     ax.set_ylim(0, 1)
@@ -519,7 +514,7 @@ def uncertainty(ctx: ExperimentContext, samples: Sequence[int] = (1, 5, 10, 20, 
 
             rows.append({"dropout": location, "samples": t, **store.run(f"{location}_T{t}", evaluate, {**data, **infer})})
     write_table(rows, ctx.output_dir)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = new_figure(1, 2, figsize=(9, 3.5))
     for ax, metric in zip(axes, ("uncertainty_auroc", "ece")):
         for location in locations:
             points = [(r["samples"], r[metric]) for r in rows if r["dropout"] == location]
