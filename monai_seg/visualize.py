@@ -4,6 +4,7 @@ figure of a 3D volume (input, mean probability, uncertainty map), as the studies
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -115,29 +116,40 @@ def save_overlay_grid(
 
 
 class TrainingCurves:
-    """Record and log the mean training loss per epoch and the evaluator's metrics; redraw the curves PNG each epoch.
+    """Record and log the mean training loss per epoch and the evaluator's metrics; redraw the curves PNG.
 
     Attach to the trainer (``train_handlers``), after the ``ValidationHandler`` so the epoch's
-    validation metrics are in ``evaluator.state.metrics``.
+    validation metrics are in ``evaluator.state.metrics``. The history is recorded every epoch; the PNG
+    is redrawn at most once every ``min_seconds`` and always when the run ends (also by early
+    stopping), so drawing (about 1 s on a CPU) does not dominate short epochs.
 
     Args:
         filename: PNG file of the curves.
         evaluator: the validation engine whose ``state.metrics`` are plotted (optional).
         loss_transform: extracts the loss from ``engine.state.output``.
+        min_seconds: least time between two redraws during the run; 0 redraws every epoch.
     """
 
     def __init__(
-        self, filename: str, evaluator: Engine | None = None, loss_transform: Callable = from_engine("loss", first=True)
+        self,
+        filename: str,
+        evaluator: Engine | None = None,
+        loss_transform: Callable = from_engine("loss", first=True),
+        min_seconds: float = 30.0,
     ) -> None:
         self.filename = filename
         self.evaluator = evaluator
         self.loss_transform = loss_transform
+        self.min_seconds = min_seconds
         self.history: dict[str, list[float]] = {"train_loss": []}
         self._losses: list[float] = []
+        self._drawn_at = -float("inf")
+        self._drawn_epochs = 0
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._record_loss)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self._draw)
 
     def _record_loss(self, engine: Engine) -> None:
         self._losses.append(float(self.loss_transform(engine.state.output)))
@@ -150,7 +162,15 @@ class TrainingCurves:
             for name, value in self.evaluator.state.metrics.items():
                 if isinstance(value, (int, float)):
                     self.history.setdefault(name, []).append(float(value))
+        if time.monotonic() - self._drawn_at >= self.min_seconds:
+            self._draw(engine)
+
+    def _draw(self, _engine: Engine) -> None:
+        if self._drawn_epochs == len(self.history["train_loss"]):
+            return
         save_training_curves(self.history, self.filename)
+        self._drawn_at = time.monotonic()
+        self._drawn_epochs = len(self.history["train_loss"])
 
 
 class OverlayGrid:

@@ -463,6 +463,7 @@ def test_ci_runs_the_readme_set_up_commands():
     covered = ci_covered()
     readme = {c.text for c in parse_doc(REPO / "README.md")}
     assert any(c.startswith("pip install torch") for c in readme) and "python -m pytest -q" in readme
+    assert "pip install -e '.[test]'" in readme  # the test command installs the test extras itself
     assert readme <= covered, f"README commands that .ci/run does not run: {sorted(readme - covered)}"
     assert {"python3 -m venv .venv", ". .venv/bin/activate"} <= covered  # docs/install.md's fresh machine
 

@@ -30,6 +30,23 @@ def test_save_training_curves(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+@pytest.mark.parametrize("min_seconds, drawn", [(0.0, [1, 2, 3]), (1e9, [1, 3])])
+def test_training_curves_redraw(monkeypatch, min_seconds, drawn):
+    """The curves are redrawn at most every ``min_seconds`` and always at the end of the run, also when
+    early stopping ends it; every epoch is recorded either way."""
+    from ignite.engine import Engine, Events
+
+    import monai_seg.visualize as visualize
+
+    sizes: list[int] = []
+    monkeypatch.setattr(visualize, "save_training_curves", lambda history, _: sizes.append(len(history["train_loss"])))
+    trainer = Engine(lambda engine, batch: [{"loss": torch.tensor(float(batch))}])  # decollated, as MONAI's
+    visualize.TrainingCurves("unused.png", min_seconds=min_seconds).attach(trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=3), lambda engine: engine.terminate())
+    trainer.run([1, 2], max_epochs=10)
+    assert sizes == drawn
+
+
 @pytest.mark.parametrize("with_labels", [True, False])
 def test_save_overlay_grid(tmp_path, with_labels):
     images = [torch.rand(1, 40, 30) for _ in range(3)]
