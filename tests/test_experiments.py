@@ -175,6 +175,23 @@ def test_run_store_keeps_failed_runs_unfinished_and_refuses_other_settings(tmp_p
         store.run("b", lambda folder: {}, {})
 
 
+def test_runs_of_edited_configs_are_not_reused(tmp_path):
+    """A stored run's ``spec.json`` records the bundle's configs: after an edit, rerunning the experiment
+    refuses the stale run (naming its folder) instead of reporting the old numbers as the new ones."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(config_files("xray_multiclass_segmentation", "metadata.json")[0].rsplit("/configs/", 1)[0], bundle,
+                    ignore=shutil.ignore_patterns("demo_data", "models", "eval", "outputs"))
+    output = tmp_path / "noise"
+    run_experiment("noise", output, bundle=str(bundle), quick=True, echo=lambda _: None)
+    run_experiment("noise", output, bundle=str(bundle), quick=True, echo=lambda _: None)  # unchanged: all reused
+    train = bundle / "configs" / "train.json"
+    train.write_text(train.read_text().replace('"seed": 0', '"seed": 1'))
+    with pytest.raises(ValueError, match=f"{output}.*other settings"):
+        run_experiment("noise", output, bundle=str(bundle), quick=True, echo=lambda _: None)
+
+
 def test_bad_settings(tmp_path):
     with pytest.raises(ValueError, match="unknown experiment"):
         run_experiment("nope", tmp_path)

@@ -9,6 +9,7 @@ applies: training continues from ``checkpoint_latest.pt`` of an interrupted run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -50,6 +51,14 @@ class Bundle:
         if not (self.root / "configs" / "metadata.json").is_file():
             raise ValueError(f"{self.root} is not a bundle folder: configs/metadata.json is missing.")
         self.verbose = verbose
+
+    def digest(self) -> str:
+        """A short SHA-256 of every ``configs/*.json`` (names and contents): it changes when any config
+        is edited, so that runs stored under an earlier version of the configs are not taken for new ones."""
+        sha = hashlib.sha256()
+        for f in sorted((self.root / "configs").glob("*.json")):
+            sha.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+        return sha.hexdigest()[:16]
 
     def config_files(self, names: Sequence[str]) -> list[str]:
         """Paths of ``configs/<name>`` for each name, in merge order.
@@ -104,12 +113,21 @@ class RunStore:
         output_dir: the experiment's folder.
         total: number of runs of the experiment, for the progress lines.
         echo: prints one progress line per run.
+        common_spec: added to every run's ``spec``, e.g. ``{"bundle_configs": Bundle.digest()}`` so that
+            editing a config makes the stored runs "other settings" instead of silently reused.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, total: int = 0, echo: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        total: int = 0,
+        echo: Callable[[str], None] = print,
+        common_spec: Mapping[str, Any] | None = None,
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.total = total
         self.echo = echo
+        self.common_spec = dict(common_spec or {})
         self.executed: list[str] = []
         self._seen = 0
 
@@ -134,7 +152,7 @@ class RunStore:
         prefix = f"[{self._seen}/{self.total}] {run_id}" if self.total else run_id
         folder = self.output_dir / run_id
         path = folder / RESULT_FILE
-        spec_text = json.dumps(spec, indent=2, sort_keys=True, default=str) + "\n"
+        spec_text = json.dumps({**spec, **self.common_spec}, indent=2, sort_keys=True, default=str) + "\n"
         if (folder / SPEC_FILE).is_file() and (folder / SPEC_FILE).read_text() != spec_text:
             raise ValueError(f"{folder} holds a run with other settings ({folder / SPEC_FILE}); "
                              "choose another --output_dir or delete that folder.")

@@ -135,8 +135,9 @@ class ExperimentContext:
     echo: Callable[[str], None] = print
 
     def store(self, total: int) -> RunStore:
-        """The run store of this experiment, for ``total`` runs."""
-        return RunStore(self.output_dir, total, self.echo)
+        """The run store of this experiment, for ``total`` runs; a run stored with other bundle configs
+        than the current ones is refused (see :meth:`Bundle.digest`)."""
+        return RunStore(self.output_dir, total, self.echo, {"bundle_configs": self.bundle.digest()})
 
     def data(self, make_quick_demo: Callable[[str], object], marker: str) -> dict[str, Any]:
         """``{"dataset_dir": ...}`` for the runs: the user's folder, the quick demo (written once) or none."""
