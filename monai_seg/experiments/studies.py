@@ -59,7 +59,7 @@ __all__ = [
 NERVE_QUICK = {"epochs": 4, "batch_size": 4, "num_workers": 0, "spatial_size": [48, 32]}
 QUICK_CHANNELS = [8, 16, 32, 64, 128]
 NERVE_MODELS: dict[str, tuple[list[str], dict[str, Any]]] = {
-    "unet": (["unet.json"], {"network_def#channels": QUICK_CHANNELS}),
+    "unet": (["unet.json"], {"network_def#features": [8, 16, 32, 64, 128, 8]}),
     "two_head_unet": ([], {"network_def#channels": [16, 16, 32, 64, 128]}),
     "r2unet": (["r2unet.json"], {"network_def#channels": QUICK_CHANNELS}),
     "unetplusplus": (["unetplusplus.json"], {"network_def#network#features": [8, 8, 16, 32, 64, 8]}),
@@ -295,10 +295,11 @@ def model_comparison(ctx: ExperimentContext, models: Sequence[str] = tuple(NERVE
         values = [r["kaggle_score"] for r in rows if r["gating"] == gating]
         ax.bar([m + i * 0.4 for m in range(len(models))], values, width=0.4, label=f"gating: {gating}")
     ax.set_xticks([m + 0.2 for m in range(len(models))], models, fontsize=8)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.15)  # room for the legend above the bars, which reach 1
+    ax.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("Kaggle score")
     ax.set_title("nerve segmentation: nets without and with the presence file")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
     save_figure(fig, str(ctx.output_dir / "results.png"))
     return rows
 
