@@ -176,28 +176,48 @@ class TrainingCurves:
 class OverlayGrid:
     """Save an overlay grid of the first ``num_images`` images of each run of an evaluator.
 
+    Attached to the evaluator itself, every kept run is drawn when it completes. Attached to the trainer
+    with ``evaluator`` given (in ``train_handlers``), the grid of the evaluator's latest kept run is drawn
+    at most once every ``min_seconds`` and always when training ends (also by early stopping): with
+    ``only_best`` the file then shows the validation of the checkpoint kept as the best model without
+    paying about 1-2 s of drawing at every new best.
+
     Args:
         filename: PNG file of the grid.
         num_images: rows of the grid.
         presence_key: key of the presence probability in each decollated output, if any.
-        only_best: draw only the runs whose key metric is a new best (``engine.state.best_metric_epoch``
-            is the run's epoch), i.e. the validation of the checkpoint kept as the best model. Drawing
-            costs about 2 s a run, a fifth of a demo training epoch on a CPU.
+        only_best: keep only the runs whose key metric is a new best (``engine.state.best_metric_epoch``
+            is the run's epoch), i.e. the validation of the checkpoint kept as the best model.
+        evaluator: the validation engine whose runs are drawn, when attached to the trainer.
+        min_seconds: with ``evaluator``, least time between two drawings during training.
     """
 
     def __init__(
-        self, filename: str, num_images: int = 6, presence_key: str | None = "presence", only_best: bool = False
+        self,
+        filename: str,
+        num_images: int = 6,
+        presence_key: str | None = "presence",
+        only_best: bool = False,
+        evaluator: Engine | None = None,
+        min_seconds: float = 30.0,
     ) -> None:
         self.filename = filename
         self.num_images = num_images
         self.presence_key = presence_key
         self.only_best = only_best
+        self.evaluator = evaluator
+        self.min_seconds = min_seconds if evaluator is not None else 0.0
         self._items: list[dict] = []
+        self._kept: list[dict] = []
+        self._drawn_at = -float("inf")
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-        engine.add_event_handler(Events.COMPLETED, self._save)
+        source = engine if self.evaluator is None else self.evaluator
+        source.add_event_handler(Events.STARTED, self._reset)
+        source.add_event_handler(Events.ITERATION_COMPLETED, self)
+        source.add_event_handler(Events.COMPLETED, self._keep)
+        if self.evaluator is not None:
+            engine.add_event_handler(Events.COMPLETED, self._draw)
 
     def _reset(self, _engine: Engine) -> None:
         self._items = []
@@ -207,20 +227,29 @@ class OverlayGrid:
             if len(self._items) < self.num_images:
                 self._items.append(item)
 
-    def _save(self, engine: Engine) -> None:
+    def _keep(self, engine: Engine) -> None:
         if not self._items or (self.only_best and engine.state.best_metric_epoch != engine.state.epoch):
             return
-        has_label = all("label" in item for item in self._items)
-        has_presence = self.presence_key is not None and all(self.presence_key in item for item in self._items)
+        self._kept = self._items
+        if time.monotonic() - self._drawn_at >= self.min_seconds:
+            self._draw(engine)
+
+    def _draw(self, _engine: Engine) -> None:
+        if not self._kept:
+            return
+        items, self._kept = self._kept, []
+        has_label = all("label" in item for item in items)
+        has_presence = self.presence_key is not None and all(self.presence_key in item for item in items)
         save_overlay_grid(
-            [item["image"] for item in self._items],
-            [item["label"] for item in self._items] if has_label else None,
-            [item["pred"] for item in self._items],
+            [item["image"] for item in items],
+            [item["label"] for item in items] if has_label else None,
+            [item["pred"] for item in items],
             self.filename,
-            presence=[float(item[self.presence_key]) for item in self._items] if has_presence else None,
+            presence=[float(item[self.presence_key]) for item in items] if has_presence else None,
             titles=[os.path.basename(str(item["image"].meta.get("filename_or_obj", i)))
-                    if hasattr(item["image"], "meta") else str(i) for i, item in enumerate(self._items)],
+                    if hasattr(item["image"], "meta") else str(i) for i, item in enumerate(items)],
         )
+        self._drawn_at = time.monotonic()
 
 
 _CONTOUR_COLOURS = ("lime", "red", "cyan", "yellow")

@@ -12,7 +12,15 @@ from monai.bundle import ConfigParser
 from PIL import Image
 
 from monai_seg.data import make_xray_demo
-from monai_seg.experiments import EXPERIMENTS, NERVE_MODELS, RunStore, nerve_scores, run_experiment
+from monai_seg.experiments import (
+    EXPERIMENTS,
+    NERVE_MODELS,
+    Bundle,
+    ExperimentContext,
+    RunStore,
+    nerve_scores,
+    run_experiment,
+)
 from monai_seg.experiments.cli import main
 from tests.bundle_utils import config_files
 
@@ -176,20 +184,20 @@ def test_run_store_keeps_failed_runs_unfinished_and_refuses_other_settings(tmp_p
 
 
 def test_runs_of_edited_configs_are_not_reused(tmp_path):
-    """A stored run's ``spec.json`` records the bundle's configs: after an edit, rerunning the experiment
-    refuses the stale run (naming its folder) instead of reporting the old numbers as the new ones."""
+    """A stored run's ``spec.json`` records the bundle's configs: after an edit, the experiment refuses the
+    stale run (naming its folder) instead of reporting the old numbers as the new ones."""
     import shutil
 
     bundle = tmp_path / "bundle"
-    shutil.copytree(config_files("xray_multiclass_segmentation", "metadata.json")[0].rsplit("/configs/", 1)[0], bundle,
-                    ignore=shutil.ignore_patterns("demo_data", "models", "eval", "outputs"))
-    output = tmp_path / "noise"
-    run_experiment("noise", output, bundle=str(bundle), quick=True, echo=lambda _: None)
-    run_experiment("noise", output, bundle=str(bundle), quick=True, echo=lambda _: None)  # unchanged: all reused
+    shutil.copytree(config_files("xray_multiclass_segmentation", "metadata.json")[0].rsplit("/configs/", 1)[0] + "/configs",
+                    bundle / "configs")
+    context = ExperimentContext(Bundle(bundle), tmp_path / "runs")
+    assert context.store(1).run("a", lambda folder: {"dice": 0.5}, {"epochs": 1}) == {"dice": 0.5}
+    assert context.store(1).run("a", lambda folder: {"dice": 0.0}, {"epochs": 1}) == {"dice": 0.5}  # reused
     train = bundle / "configs" / "train.json"
     train.write_text(train.read_text().replace('"seed": 0', '"seed": 1'))
-    with pytest.raises(ValueError, match=f"{output}.*other settings"):
-        run_experiment("noise", output, bundle=str(bundle), quick=True, echo=lambda _: None)
+    with pytest.raises(ValueError, match=f"{tmp_path / 'runs' / 'a'} holds a run with other settings"):
+        context.store(1).run("a", lambda folder: {"dice": 0.0}, {"epochs": 1})
 
 
 def test_bad_settings(tmp_path):

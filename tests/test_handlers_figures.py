@@ -47,6 +47,35 @@ def test_training_curves_redraw(monkeypatch, min_seconds, drawn):
     assert sizes == drawn
 
 
+@pytest.mark.parametrize("min_seconds, drawn", [(0.0, [1, 2, 3]), (1e9, [1, 3])])
+def test_overlay_grid_of_the_best_validation_is_drawn_by_the_trainer(monkeypatch, min_seconds, drawn):
+    """On the trainer, the grid of the evaluator's best run is drawn at most every ``min_seconds`` and
+    when training ends, so the file always ends on the validation of the best checkpoint."""
+    from ignite.engine import Engine, Events
+
+    import monai_seg.visualize as visualize
+
+    epochs: list[int] = []
+    monkeypatch.setattr(visualize, "save_overlay_grid", lambda *args, presence, **kwargs: epochs.append(int(presence[0])))
+    trainer = Engine(lambda engine, batch: None)
+
+    def validate(engine, batch):  # one decollated item, tagged with the trainer's epoch
+        return [{"image": torch.zeros(1, 4, 4), "pred": torch.zeros(1, 4, 4), "presence": trainer.state.epoch}]
+
+    evaluator = Engine(validate)
+    scores = {1: 0.5, 2: 0.9, 3: 0.95, 4: 0.7}  # new bests at epochs 1-3
+
+    @evaluator.on(Events.COMPLETED)
+    def mark_best(engine):  # what MONAI's evaluator records, by the trainer's epoch
+        best = max(scores[e] for e in range(1, trainer.state.epoch + 1))
+        engine.state.best_metric_epoch = engine.state.epoch if scores[trainer.state.epoch] == best else 0
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: evaluator.run([0]))
+    visualize.OverlayGrid("unused.png", only_best=True, evaluator=evaluator, min_seconds=min_seconds).attach(trainer)
+    trainer.run([0], max_epochs=4)
+    assert epochs == drawn
+
+
 @pytest.mark.parametrize("with_labels", [True, False])
 def test_save_overlay_grid(tmp_path, with_labels):
     images = [torch.rand(1, 40, 30) for _ in range(3)]
