@@ -23,6 +23,7 @@ Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
 __all__ = [
     "OverlayGrid",
+    "RedrawThrottle",
     "TrainingCurves",
     "UncertaintyFigures",
     "new_figure",
@@ -115,6 +116,29 @@ def save_overlay_grid(
     save_figure(fig, filename)
 
 
+class RedrawThrottle:
+    """When a figure that changes during a run is redrawn: at most once every ``min_seconds``.
+
+    Drawing a figure costs about 1-2 s on a CPU, which would dominate short epochs if done at every
+    event; the handlers ask :meth:`due` before drawing and call :meth:`drawn` after.
+
+    Args:
+        min_seconds: least time between two drawings; 0 draws at every request.
+    """
+
+    def __init__(self, min_seconds: float) -> None:
+        self.min_seconds = min_seconds
+        self._drawn_at = -float("inf")
+
+    def due(self) -> bool:
+        """Whether ``min_seconds`` have passed since the last drawing (True before the first)."""
+        return time.monotonic() - self._drawn_at >= self.min_seconds
+
+    def drawn(self) -> None:
+        """Record that the figure has just been drawn."""
+        self._drawn_at = time.monotonic()
+
+
 class TrainingCurves:
     """Record and log the mean training loss per epoch and the evaluator's metrics; redraw the curves PNG.
 
@@ -140,10 +164,9 @@ class TrainingCurves:
         self.filename = filename
         self.evaluator = evaluator
         self.loss_transform = loss_transform
-        self.min_seconds = min_seconds
+        self.throttle = RedrawThrottle(min_seconds)
         self.history: dict[str, list[float]] = {"train_loss": []}
         self._losses: list[float] = []
-        self._drawn_at = -float("inf")
         self._drawn_epochs = 0
 
     def attach(self, engine: Engine) -> None:
@@ -162,14 +185,14 @@ class TrainingCurves:
             for name, value in self.evaluator.state.metrics.items():
                 if isinstance(value, (int, float)):
                     self.history.setdefault(name, []).append(float(value))
-        if time.monotonic() - self._drawn_at >= self.min_seconds:
+        if self.throttle.due():
             self._draw(engine)
 
     def _draw(self, _engine: Engine) -> None:
         if self._drawn_epochs == len(self.history["train_loss"]):
             return
         save_training_curves(self.history, self.filename)
-        self._drawn_at = time.monotonic()
+        self.throttle.drawn()
         self._drawn_epochs = len(self.history["train_loss"])
 
 
@@ -206,10 +229,9 @@ class OverlayGrid:
         self.presence_key = presence_key
         self.only_best = only_best
         self.evaluator = evaluator
-        self.min_seconds = min_seconds if evaluator is not None else 0.0
+        self.throttle = RedrawThrottle(min_seconds if evaluator is not None else 0.0)
         self._items: list[dict] = []
         self._kept: list[dict] = []
-        self._drawn_at = -float("inf")
 
     def attach(self, engine: Engine) -> None:
         source = engine if self.evaluator is None else self.evaluator
@@ -231,7 +253,7 @@ class OverlayGrid:
         if not self._items or (self.only_best and engine.state.best_metric_epoch != engine.state.epoch):
             return
         self._kept = self._items
-        if time.monotonic() - self._drawn_at >= self.min_seconds:
+        if self.throttle.due():
             self._draw(engine)
 
     def _draw(self, _engine: Engine) -> None:
@@ -249,7 +271,7 @@ class OverlayGrid:
             titles=[os.path.basename(str(item["image"].meta.get("filename_or_obj", i)))
                     if hasattr(item["image"], "meta") else str(i) for i, item in enumerate(items)],
         )
-        self._drawn_at = time.monotonic()
+        self.throttle.drawn()
 
 
 _CONTOUR_COLOURS = ("lime", "red", "cyan", "yellow")
