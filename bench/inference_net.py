@@ -6,11 +6,13 @@ gives each variant's best round in ms per image (wall clock and process CPU time
 the plain net's, measured in the same run. ``meta`` rows feed the batch as a ``monai.data.MetaTensor``,
 as the bundle's evaluator does; the last row runs the optimised copy on the MetaTensor chunks
 directly, so that each of its operations goes through MONAI's metadata dispatch (what
-``EvalOptimized`` did before it ran the net on the plain tensor).
+``EvalOptimized`` did before it ran the net on the plain tensor). ``--norm batch`` adds the same two
+nets with another normalisation (``network_def#norm``): BatchNorm folds into the convolutions of the
+optimised copy, the bundle's instance normalisation does not.
 
 Usage::
 
-    python bench/inference_net.py [--batch_size 32] [--chunks 0 4 8 16] [--repeats 3] [--threads N]
+    python bench/inference_net.py [--batch_size 32] [--chunks 0 4 8 16] [--repeats 3] [--threads N] [--norm batch]
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best is reported")
     parser.add_argument("--calls", type=int, default=3, help="forward passes per variant and round")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--norm", default=None, help="also time the nets with this network_def#norm, e.g. batch")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,6 +76,11 @@ def main() -> None:
     copy = wrapped.optimized()
     variants["optimised copy chunk 8, meta inside the net"] = (  # EvalOptimized before it unwrapped MetaTensors
         lambda: torch.cat([copy(part) for part in torch.split(meta, 8)]))
+    if args.norm:
+        config["network_def#norm"] = args.norm
+        other = config.get_parsed_content("inference_network", lazy=False).eval()
+        variants[f"plain net, {args.norm} norm, tensor"] = lambda: other.network(x)
+        variants[f"EvalOptimized chunk 8, {args.norm} norm, tensor"] = lambda: other(x)
 
     best: dict[str, tuple[float, float]] = {}
     names = list(variants)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monai.bundle import run
+import torch
+from monai.bundle import ConfigParser, run
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
@@ -14,6 +15,15 @@ SCHEMA = REPO / "monai_seg" / "resources" / "meta_schema.json"
 def config_files(bundle: str, *names: str) -> list[str]:
     """Paths of ``bundles/<bundle>/configs/<name>`` for each name, in merge order."""
     return [str(BUNDLES / bundle / "configs" / name) for name in names]
+
+
+def bundle_network(bundle: str, config: str = "inference.json", **override) -> torch.nn.Module:
+    """The plain net of a bundle config's ``network_def`` (with ``override``), as MONAI Label and
+    ``ckpt_export`` build it: a checkpoint saved from it is one the bundle loads."""
+    parser = ConfigParser()
+    parser.read_config(config_files(bundle, config))
+    parser.update(override)
+    return parser.get_parsed_content("network_def")
 
 
 def run_bundle(bundle: str, names: list[str], run_id: str = "run", **override) -> None:

@@ -36,7 +36,7 @@ from monai_seg.data import (
     xray_datalist,
 )
 from monai_seg.networks import ResUNet, TwoHeadUNet
-from tests.bundle_utils import run_bundle
+from tests.bundle_utils import bundle_network, run_bundle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -370,8 +370,7 @@ def nerve_bundle_data(tmp_path_factory):
     data = make_nerve_demo(str(root / "data"), num_subjects=3, images_per_subject=2, num_test=3, size=(42, 58))
     write_tif(os.path.join(data, "train", "2_1_mask.tif"), np.full((42, 58), 128))
     garble(os.path.join(data, "test", "2.tif"))
-    net = TwoHeadUNet(2, 1, 1, channels=SMALL["network_def#channels"])
-    torch.save(net.state_dict(), root / "model.pt")
+    torch.save(bundle_network("nerve_ultrasound_segmentation", **SMALL).state_dict(), root / "model.pt")
     return root, data
 
 

@@ -23,9 +23,8 @@ from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandle
 from torch.nn.parallel import DistributedDataParallel
 
 from monai_seg.data import make_nerve_demo
-from monai_seg.networks import TwoHeadUNet
 from monai_seg.visualize import OverlayGrid, TrainingCurves
-from tests.bundle_utils import BUNDLES, REPO, config_files, run_bundle
+from tests.bundle_utils import BUNDLES, REPO, bundle_network, config_files, run_bundle
 
 BUNDLE_NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "multi_gpu_train.json").is_file())
 SMALL_CHANNELS = [16, 32, 64, 128, 256]
@@ -83,7 +82,7 @@ def test_two_process_inference_writes_the_one_process_submission(tmp_path):
     data = make_nerve_demo(str(tmp_path / "data"), num_subjects=2, images_per_subject=1, num_test=7)
     (Path(data) / "test" / "8.tif").write_bytes(b"not a tif")  # skipped; listed once in failures.csv
     torch.manual_seed(0)
-    net = TwoHeadUNet(2, 1, 1, channels=SMALL_CHANNELS)
+    net = bundle_network("nerve_ultrasound_segmentation", **{"network_def#channels": SMALL_CHANNELS})
     torch.save(net.state_dict(), tmp_path / "model.pt")
     common = {"dataset_dir": data, "checkpoint": str(tmp_path / "model.pt"), "presence_threshold": 0.0,
               "min_pixels": 0, "skip_invalid": True, "network_def#channels": SMALL_CHANNELS}

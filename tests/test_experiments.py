@@ -200,6 +200,19 @@ def test_runs_of_edited_configs_are_not_reused(tmp_path):
         context.store(1).run("a", lambda folder: {"dice": 0.0}, {"epochs": 1})
 
 
+def test_a_none_override_reaches_the_config(tmp_path):
+    """``Bundle.run(**{"network_def#prior": None})`` sets the id to None; MONAI's ``create_workflow`` alone would
+    drop the None and silently keep the config's value (an ablation row would then repeat the row above)."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "metadata.json").write_text("{}")
+    (configs / "train.json").write_text(json.dumps(
+        {"net": {"prior": 0.05, "width": 4}, "seen": [], "run": "$@seen.append((@net#prior, @net#width))"}))
+    bundle = Bundle(tmp_path)
+    assert bundle.run(["train.json"]).parser.get_parsed_content("seen") == [(0.05, 4)]
+    assert bundle.run(["train.json"], **{"net#prior": None}).parser.get_parsed_content("seen") == [(None, 4)]
+
+
 def test_bad_settings(tmp_path):
     with pytest.raises(ValueError, match="unknown experiment"):
         run_experiment("nope", tmp_path)

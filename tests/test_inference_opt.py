@@ -201,13 +201,13 @@ class TestEvalOptimized:
 def test_nerve_inference_uses_it_and_writes_the_same_submission(tmp_path):
     """The bundle's evaluator runs EvalOptimized; its submission equals the plain network's."""
     data = make_nerve_demo(str(tmp_path / "data"), num_subjects=1, images_per_subject=1, num_test=5)
-    net = trained_like(TwoHeadUNet(2, 1, 1, channels=SMALL_CHANNELS))
+    config = ConfigParser.load_config_file(config_files("nerve_ultrasound_segmentation", "inference.json")[0])
+    net = trained_like(TwoHeadUNet(2, 1, 1, channels=SMALL_CHANNELS, norm=config["network_def"]["norm"]))
     with torch.no_grad():  # centre the logits: masks with both classes, many pixels near the threshold
         net.head[1].bias -= net(torch.randn(2, 1, 112, 80))[:, 0].median()
     torch.save(net.state_dict(), tmp_path / "model.pt")
     common = {"dataset_dir": data, "checkpoint": str(tmp_path / "model.pt"), "num_workers": 0, "batch_size": 3,
               "presence_threshold": 0.0, "min_pixels": 0, "network_def#channels": SMALL_CHANNELS}
-    config = ConfigParser.load_config_file(config_files("nerve_ultrasound_segmentation", "inference.json")[0])
     assert config["evaluator"]["network"] == "@inference_network"
     assert config["inference_network"]["_target_"] == "monai_seg.networks.EvalOptimized"
     run_bundle("nerve_ultrasound_segmentation", ["inference.json"], output_dir=str(tmp_path / "fast"), **common)

@@ -12,8 +12,7 @@ from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
 from PIL import Image
 
 from monai_seg.data import make_nerve_demo, rle_decode
-from monai_seg.networks import TwoHeadUNet
-from tests.bundle_utils import SCHEMA, config_files, run_bundle
+from tests.bundle_utils import SCHEMA, bundle_network, config_files, run_bundle
 
 BUNDLE = "nerve_ultrasound_segmentation"
 SMALL = {"num_workers": 0, "batch_size": 4, "network_def#channels": [16, 32, 64, 128, 256]}
@@ -32,7 +31,7 @@ def trained(tmp_path_factory):
 def test_training_writes_checkpoint_metrics_and_figures(trained):
     root, _ = trained
     state = torch.load(root / "models" / "model.pt", weights_only=True)
-    net = TwoHeadUNet(2, 1, 1, channels=(16, 32, 64, 128, 256))
+    net = bundle_network(BUNDLE)
     net.load_state_dict(state, strict=True)  # a plain state_dict, as MONAI Label loads it
     summary = json.loads((root / "eval" / "validation" / "metrics_summary.json").read_text())
     assert summary["num_images"] == 4  # one validation subject of four images
@@ -84,7 +83,7 @@ def test_metadata_and_network_checks(tmp_path, trained):
     ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(root / "models" / "model.pt"),
                 meta_file=meta, config_file=inference, **{"network_def#channels": SMALL["network_def#channels"]})
     exported = torch.jit.load(str(ts))
-    net = TwoHeadUNet(2, 1, 1, channels=(16, 32, 64, 128, 256)).eval()
+    net = bundle_network(BUNDLE).eval()
     net.load_state_dict(torch.load(root / "models" / "model.pt", weights_only=True))
     x = torch.randn(2, 1, 112, 80)
     with torch.no_grad():

@@ -11,8 +11,7 @@ from monai.handlers import CheckpointLoader
 
 from monai_seg.data import make_nerve_demo
 from monai_seg.engines import ResumeCheckpointLoader, check_outputs
-from monai_seg.networks import TwoHeadUNet
-from tests.bundle_utils import BUNDLES, REPO, run_bundle
+from tests.bundle_utils import BUNDLES, REPO, bundle_network, run_bundle
 from tests.test_resume import error_in_chain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -98,7 +97,7 @@ def nerve(tmp_path_factory):
     root = tmp_path_factory.mktemp("nerve_outputs")
     data = make_nerve_demo(str(root / "data"), num_subjects=2, images_per_subject=2, num_test=2, size=(96, 64))
     (root / "models").mkdir()
-    torch.save(TwoHeadUNet(2, 1, 1, channels=CHANNELS, presence_grid=(2, 2)).state_dict(), root / "models" / "model.pt")
+    torch.save(bundle_network(NERVE, **TINY).state_dict(), root / "models" / "model.pt")
     return root, data
 
 

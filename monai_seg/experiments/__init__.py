@@ -17,6 +17,7 @@ from typing import Any
 
 from .runner import BUNDLES_DIR, Bundle, RunStore, write_table
 from .studies import (
+    NERVE_ABLATION,
     NERVE_MODELS,
     ExperimentContext,
     cross_validation,
@@ -69,7 +70,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "model_comparison": Experiment("nerve_ultrasound_segmentation", model_comparison, {},
                                    "study A table I: five nets, without and with the presence file"),
     "nerve_ablation": Experiment("nerve_ultrasound_segmentation", nerve_ablation,
-                                 {"rows": ["study", "+ area downsampling (defaults)"]},
+                                 {"rows": [list(NERVE_ABLATION)[0], list(NERVE_ABLATION)[-1]]},  # study, defaults
                                  "the two-head net from the study's settings to the defaults, one change a row"),
     "noise": Experiment("xray_multiclass_segmentation", noise, {},
                         "study D: Gaussian noise on train and/or validation images (raw 16-bit units)"),

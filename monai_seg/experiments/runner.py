@@ -77,7 +77,9 @@ class Bundle:
 
         Args:
             names: config files of ``configs/``, merged in order (e.g. ``["train.json", "unet.json"]``).
-            override: config ids and their values (``epochs=2``, ``**{"network_def#channels": [...]}``).
+            override: config ids and their values (``epochs=2``, ``**{"network_def#channels": [...]}``). A
+                ``None`` value sets the id to None (passed on as the expression ``"$None"``: MONAI's
+                ``create_workflow`` drops None-valued arguments, which would leave the config's own value).
 
         Returns:
             the finalized ``ConfigWorkflow``; its ``parser`` still holds the parsed objects.
@@ -97,7 +99,7 @@ class Bundle:
                     meta_file=str(self.root / "configs" / "metadata.json"),
                     logging_file=str(self.root / "configs" / "logging.conf") if self.verbose else False,
                     bundle_root=str(self.root),
-                    **override,
+                    **{key: "$None" if value is None else value for key, value in override.items()},
                 )
                 workflow.run()
                 workflow.finalize()

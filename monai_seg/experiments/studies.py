@@ -69,7 +69,7 @@ NERVE_MODELS: dict[str, tuple[list[str], dict[str, Any]]] = {
 _STUDY_TWO_HEAD = {
     "network_def#channels": [32, 64, 128, 256, 512], "network_def#dropout_location": "all",
     "network_def#presence_features": 1, "network_def#presence_pool": "avg", "network_def#presence_grid": [7, 5],
-    "network_def#prior": None, "resize_mode": "bilinear",
+    "network_def#prior": None, "network_def#norm": "batch", "resize_mode": "bilinear",
     "lr_scheduler": {"_target_": "torch.optim.lr_scheduler.ConstantLR", "optimizer": "@optimizer", "factor": 1.0,
                      "total_iters": 0},
 }
@@ -82,7 +82,8 @@ _ABLATION_STEPS = (
     ("+ 16-256 channels", ("network_def#channels",)),
     ("+ cosine learning rate", ("lr_scheduler",)),
     ("+ prior initialisation", ("network_def#prior",)),
-    ("+ area downsampling (defaults)", ("resize_mode",)),
+    ("+ area downsampling", ("resize_mode",)),
+    ("+ instance normalisation (defaults)", ("network_def#norm",)),
 )
 
 

@@ -60,7 +60,9 @@ class TwoHeadUNet(EncoderDecoderNet):
             the bottleneck; the net's stride is ``2 ** (len(channels) - 1)``.
         dropout: dropout probability of the dropout layers (see ``dropout_location``).
         act: activation type and arguments (ELU in the study).
-        norm: normalisation type and arguments.
+        norm: normalisation type and arguments; BatchNorm is the study's, the nerve bundle uses
+            ``("instance", {"affine": True})`` (per-image statistics, the same in training and
+            evaluation; see docs/networks.md).
         presence_features: maps of the presence head's 1x1 conv (1 in the study); the linear layer
             combines their pooled values.
         presence_grid: grid the bottleneck's presence maps are pooled to before the linear layer,
