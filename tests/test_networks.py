@@ -123,7 +123,8 @@ class TestR2UNet(NetTester):
     net_cls = R2UNet
 
     def test_parameter_count(self):
-        # the R2U-Net study's configuration: 16 initial features, 3 in, 1 out (the reference PyTorch code: 2.45M)
+        # the R2U-Net study's configuration: 16 initial features, 3 in, 1 out (docs/studies.md#the-r2u-net-structure:
+        # 2.45M in the widely used PyTorch implementation)
         assert count_parameters(R2UNet(2, 3, 1)) == 2_447_665
         assert count_parameters(R2UNet(2, 3, 1, t=3)) == 2_447_665  # t shares weights
 

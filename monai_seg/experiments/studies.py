@@ -1,5 +1,7 @@
 """The five experiments of the seed studies, each a set of bundle runs, a table and a plot.
 
+The studies (A to E), their settings and reported figures: docs/studies.md.
+
 Every experiment function takes an :class:`ExperimentContext` and its own settings, runs (or reuses)
 its runs through :class:`~monai_seg.experiments.runner.RunStore`, writes ``results.csv``,
 ``results.md`` and ``results.png`` into the experiment folder and returns the table rows.

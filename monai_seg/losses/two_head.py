@@ -59,12 +59,13 @@ class TwoHeadLoss(_Loss):
     ``seg_loss(seg_logits, label) + presence_weight * BCEWithLogits(presence_logit, presence_target)``.
 
     This is the two-head objective of the Kaggle nerve study (-Dice with smooth 1, plus 0.5 x the
-    binary cross-entropy of the "nerve present" logit). The presence target is computed from the
-    mask (:py:func:`presence_target`), so the loss fits MONAI's ``SupervisedTrainer`` as
-    ``loss_function`` and a bundle config as ``{"_target_": "monai_seg.losses.TwoHeadLoss"}``.
+    binary cross-entropy of the "nerve present" logit; docs/studies.md#the-two-head-solution). The presence
+    target is computed from the mask (:py:func:`presence_target`), so the loss fits MONAI's
+    ``SupervisedTrainer`` as ``loss_function`` and a bundle config as
+    ``{"_target_": "monai_seg.losses.TwoHeadLoss"}``.
 
     The default segmentation loss is ``DiceLoss(sigmoid=True, smooth_nr=1, smooth_dr=1, batch=True)``.
-    ``batch=True`` computes one Dice over the whole mini-batch, as the study's reference code does
+    ``batch=True`` computes one Dice over the whole mini-batch, as the two-head solution's code does
     (it flattens the batch before the Dice). Per-image Dice is a poor fit for the nerve data, where
     about half of the masks are empty: on an empty mask the per-image loss is
     ``sum(p) / (sum(p) + 1)``, which saturates at 1 for any non-trivial prediction, so those images

@@ -129,7 +129,7 @@ class ResidualBlock(nn.Module):
 
 
 class RecurrentConv(nn.Module):
-    """Recurrent convolutional layer of R2U-Net (Alom et al. 2018).
+    """Recurrent convolutional layer of R2U-Net (Alom et al. 2018; docs/studies.md#the-r2u-net-structure).
 
     ONE conv-norm-act (shared weights) is applied ``t + 1`` times:
     ``h = f(x); repeat t times: h = f(x + h)``. ``t`` does not change the parameter count.
@@ -227,7 +227,8 @@ class UpConv(nn.Sequential):
 
 
 class InceptionBlock(nn.Module):
-    """Inception block of the two-head Kaggle nerve U-Net (the 0.694 single-model solution), generalised to N-D.
+    """Inception block of the two-head Kaggle nerve U-Net (the 0.694 single-model solution,
+    docs/studies.md#the-two-head-solution), generalised to N-D.
 
     Four parallel branches whose outputs are concatenated (``d = out_channels``):
 

@@ -22,8 +22,9 @@ class R2UNet(EncoderDecoderNet):
     concatenates the skip and applies an RRCNN block; a 1x1 convolution gives the logits.
 
     Parameters with the default ``channels=(16, 32, 64, 128, 256)``: 2,447,665 for 3 input channels
-    and 1 output channel in 2D (the R2U-Net study's configuration; the common reference PyTorch code
-    counts 2.45M), 2,447,633 for 1 input channel; ``t`` does not change the count.
+    and 1 output channel in 2D (the R2U-Net study's configuration; the widely used PyTorch implementation at
+    16 initial features counts 2.45M, see docs/studies.md#the-r2u-net-structure), 2,447,633 for 1 input
+    channel; ``t`` does not change the count.
 
     Args:
         spatial_dims: number of spatial dimensions.

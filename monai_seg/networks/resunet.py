@@ -1,4 +1,5 @@
-"""ResU-Net: a U-Net whose levels are stacks of residual blocks (the BraTS uncertainty study)."""
+"""ResU-Net: a U-Net whose levels are stacks of residual blocks (the BraTS uncertainty study,
+docs/studies.md#brats-resu-net-with-monte-carlo-dropout)."""
 
 from __future__ import annotations
 

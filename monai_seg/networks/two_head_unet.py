@@ -1,4 +1,7 @@
-"""Two-head inception U-Net of the Kaggle 2016 ultrasound nerve study: a mask and a nerve-presence logit."""
+"""Two-head inception U-Net of the Kaggle 2016 ultrasound nerve study: a mask and a nerve-presence logit.
+
+The solution it follows, and the study's settings: docs/studies.md#the-two-head-solution.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +32,8 @@ class TwoHeadUNet(EncoderDecoderNet):
     Decoder level: nearest x2 upsampling, concatenation with the skip, inception block. Segmentation
     head: 1x1 conv. Presence head on the bottleneck: 1x1 conv to ``presence_features`` maps, adaptive
     pooling to ``presence_grid``, flatten, linear to one logit (with ``presence_features=1``,
-    ``presence_pool="avg"`` and ``presence_grid=(5, 7)`` at the study's 80x112 input the pooling is the
-    identity, which is the reference head exactly).
+    ``presence_pool="avg"`` and ``presence_grid=(7, 5)`` at the study's 80x112 (H x W) input, 112x80 in
+    MONAI's W x H order, the pooling is the identity: the solution's head exactly).
 
     Dropout (``dropout_location``): the study put dropout 0.5 after every downsampling conv and every
     decoder block ("all"); each of those layers feeds a BatchNorm, whose running statistics are then
@@ -49,8 +52,9 @@ class TwoHeadUNet(EncoderDecoderNet):
     mean of the last channel (:func:`monai_seg.losses.split_presence`): under a sliding-window
     inferer that channel becomes the average of the windows' presence logits.
 
-    Parameters with the defaults (1 input channel, 1 output, 2D): 1,866,648; the study's head
-    (``presence_features=1, presence_pool="avg", presence_grid=(5, 7)``): 1,858,972.
+    Parameters with the defaults (1 input channel, 1 output, 2D; ``presence_features=16,
+    presence_pool="max", presence_grid=1``): 1,866,648; with the study's head (``presence_features=1,
+    presence_pool="avg", presence_grid=(7, 5)``, as the nerve bundle's ``configs/study.json``): 1,858,972.
 
     Args:
         spatial_dims: number of spatial dimensions.
@@ -67,7 +71,7 @@ class TwoHeadUNet(EncoderDecoderNet):
             combines their pooled values.
         presence_grid: grid the bottleneck's presence maps are pooled to before the linear layer,
             an int for every axis or one value per axis.
-        presence_pool: ``"avg"`` (the reference head: a position-weighted average of the presence
+        presence_pool: ``"avg"`` (the solution's head: a position-weighted average of the presence
             map) or ``"max"``; ``presence_pool="max", presence_grid=1`` makes the presence logit
             invariant to where the structure is (an affine function of the map's maximum), which
             generalises better when the structure's position varies between subjects.

@@ -32,7 +32,7 @@ def gate_mask(
     Rules (``n`` = number of foreground pixels of ``mask``, over all channels):
 
         - ``"presence"``: blank when ``presence_prob < threshold``.
-        - ``"combined"``: the rule of the 0.694 Kaggle nerve solution,
+        - ``"combined"``: the rule of the 0.694 Kaggle nerve solution (docs/studies.md#the-two-head-solution),
           ``p = (presence_prob + min(1, n / 10000) * 5 / 3) / 2``; blank when ``p < threshold``.
           The area term assumes the mask at the original 580x420 resolution, so gate after the
           prediction is resized back.
