@@ -2,6 +2,7 @@
 
 from .brats import VOLUME_METRICS, BraTSReport, compute_volume_metrics, item_case_name
 from .fov import from_engine_fov, select_fov
+from .qubrats import QUBRATS_METRICS, QUBraTSMetric, compute_qubrats_curves, compute_qubrats_score
 from .segmentation import (
     SEGMENTATION_METRICS,
     BinarySegmentationMetrics,
