@@ -142,11 +142,11 @@ def _kept_counts(
         (K, 8) int64; column ``pred * 4 + label * 2 + brain``.
     """
     low, high = uncertainty_range
-    scaled = ((uncertainty.double() - low) * (100 / (high - low))).clamp(0, 100)
+    scaled = uncertainty.double().sub_(low).mul_(100 / (high - low)).clamp_(0, 100)
     # bin k holds the voxels with thresholds[k - 1] < u <= thresholds[k]: kept at thresholds[j] for j >= k
     bins = torch.bucketize(scaled.flatten(), thresholds)
-    classes = (pred.long() * 4 + label.long() * 2 + brain.long()).flatten()
-    counts = torch.bincount(bins * _CLASSES + classes, minlength=thresholds.numel() * _CLASSES)
+    classes = (pred.to(torch.uint8) * 4 + label.to(torch.uint8) * 2 + brain.to(torch.uint8)).flatten()
+    counts = torch.bincount(bins.mul_(_CLASSES).add_(classes), minlength=thresholds.numel() * _CLASSES)
     return counts.view(-1, _CLASSES).cumsum(0)
 
 
