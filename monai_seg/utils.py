@@ -1,4 +1,12 @@
-"""Small helpers shared across monai-seg's subpackages."""
+"""The lowest layer of monai-seg: helpers every other module may use, importing nothing of monai_seg.
+
+It is the one home of the file-system helpers: writing files atomically (:func:`atomic_write_text`,
+:func:`atomic_write_csv`, :func:`atomic_save`), and the guard that keeps a run from replacing earlier
+results (:func:`check_free`, and :func:`check_outputs` for bundle runs, also under ``torchrun``). The
+readers, metrics, figures, handlers and experiments all write through them, so each of these
+lives here rather than in one of those layers. :func:`reuse_freed_memory` tunes the C allocator of
+the process for CPU training and inference.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +14,60 @@ import csv
 import ctypes
 import ctypes.util
 import functools
+import glob
 import io
 import os
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["atomic_write_csv", "atomic_write_text", "reuse_freed_memory"]
+from monai.utils import optional_import, str2bool
+
+idist, _ = optional_import("ignite.distributed")
+
+__all__ = [
+    "atomic_save",
+    "atomic_write_csv",
+    "atomic_write_text",
+    "check_free",
+    "check_outputs",
+    "reuse_freed_memory",
+]
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _trim_before_fork: Callable[[], int] | None = None  # registered once by reuse_freed_memory
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it onto ``path``.
+def atomic_save(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
+    """Let ``write`` write a temporary file beside ``path``, then rename it onto ``path``.
 
     A reader (or a killed job) never sees a half-written file, and an existing ``path`` is replaced
-    only once the new content is complete.
+    only once the new content is complete. The temporary name keeps the suffix of ``path``
+    (``curves.<pid>.tmp.png``), for writers that choose the format by it (``Figure.savefig``).
+
+    Args:
+        path: the file to write.
+        write: called with the temporary file name; writes the content there.
     """
-    tmp = f"{path}.{os.getpid()}.tmp"
+    root, ext = os.path.splitext(os.fspath(path))
+    tmp = f"{root}.{os.getpid()}.tmp{ext}"
     try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` with :func:`atomic_save`."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+
+    atomic_save(path, write)
 
 
 def atomic_write_csv(path: str | os.PathLike, header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> None:
@@ -41,6 +77,52 @@ def atomic_write_csv(path: str | os.PathLike, header: Sequence[Any], rows: Itera
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write_text(path, table.getvalue())
+
+
+def check_free(paths: Sequence[str], overwrite: bool) -> None:
+    """Remove ``paths`` when ``overwrite``; otherwise FileExistsError if any exists."""
+    existing = [path for path in paths if os.path.exists(path)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it.")
+    for path in existing:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+def check_outputs(paths: Sequence[str], overwrite: bool | str) -> None:
+    """Refuse to replace the results of an earlier run unless ``overwrite`` (which removes them first).
+
+    Under ``torchrun`` every rank calls it: rank 0 checks (and removes) and sends the outcome to the
+    others, so that no rank starts writing before the earlier outputs are gone and all of them stop
+    with the same error.
+
+    Args:
+        paths: files or folders a run writes; glob patterns (``out/*_seg.nii.gz``) are expanded and an
+            empty folder counts as free.
+        overwrite: remove the existing paths instead of raising (a bool, or ``"true"``/``"false"`` as the
+            bundle command line passes it).
+
+    Raises:
+        FileExistsError: naming the first existing path and the flag, when ``overwrite`` is False.
+    """
+    error = ""
+    if idist.get_rank() == 0:
+        found = [
+            match
+            for path in paths
+            for match in sorted(glob.glob(path))
+            if not (os.path.isdir(match) and not os.listdir(match))
+        ]
+        try:
+            check_free(found, str2bool(overwrite))
+        except FileExistsError as exc:
+            error = f"{exc} (on the bundle command line: --overwrite true)"
+    if idist.get_world_size() > 1:
+        error = idist.broadcast(error, src=0)
+    if error:
+        raise FileExistsError(error)
 
 
 def reuse_freed_memory(mmap_threshold: int = 2**30, trim_threshold: int = 2**31 - 1) -> bool:

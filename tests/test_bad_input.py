@@ -21,7 +21,6 @@ from PIL import Image
 from monai_seg.data import (
     brats_datalist,
     brats_split,
-    check_network_input,
     isic_datalist,
     isic_split,
     make_brats_demo,
@@ -35,6 +34,7 @@ from monai_seg.data import (
     validate_xray_pairs,
     xray_datalist,
 )
+from monai_seg.engines import check_network_input
 from monai_seg.networks import ResUNet, TwoHeadUNet
 from tests.bundle_utils import bundle_network, run_bundle
 

@@ -23,7 +23,7 @@ from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandle
 from torch.nn.parallel import DistributedDataParallel
 
 from monai_seg.data import make_nerve_demo
-from monai_seg.visualize import OverlayGrid, TrainingCurves
+from monai_seg.handlers import OverlayGrid, TrainingCurves
 from tests.bundle_utils import BUNDLES, REPO, bundle_network, config_files, run_bundle
 
 BUNDLE_NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "multi_gpu_train.json").is_file())

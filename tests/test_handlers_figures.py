@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import torch
 from monai.data import MetaTensor
 from PIL import Image
 
-from monai_seg.engines import image_id_from_meta
+from monai_seg.handlers import image_id_from_meta
 from monai_seg.visualize import save_overlay_grid, save_training_curves
 
 
@@ -36,12 +37,12 @@ def test_training_curves_redraw(monkeypatch, min_seconds, drawn):
     early stopping ends it; every epoch is recorded either way."""
     from ignite.engine import Engine, Events
 
-    import monai_seg.visualize as visualize
+    import monai_seg.handlers.figures as figures
 
     sizes: list[int] = []
-    monkeypatch.setattr(visualize, "save_training_curves", lambda history, _: sizes.append(len(history["train_loss"])))
+    monkeypatch.setattr(figures, "save_training_curves", lambda history, _: sizes.append(len(history["train_loss"])))
     trainer = Engine(lambda engine, batch: [{"loss": torch.tensor(float(batch))}])  # decollated, as MONAI's
-    visualize.TrainingCurves("unused.png", min_seconds=min_seconds).attach(trainer)
+    figures.TrainingCurves("unused.png", min_seconds=min_seconds).attach(trainer)
     trainer.add_event_handler(Events.EPOCH_COMPLETED(once=3), lambda engine: engine.terminate())
     trainer.run([1, 2], max_epochs=10)
     assert sizes == drawn
@@ -53,10 +54,10 @@ def test_overlay_grid_of_the_best_validation_is_drawn_by_the_trainer(monkeypatch
     when training ends, so the file always ends on the validation of the best checkpoint."""
     from ignite.engine import Engine, Events
 
-    import monai_seg.visualize as visualize
+    import monai_seg.handlers.figures as figures
 
     epochs: list[int] = []
-    monkeypatch.setattr(visualize, "save_overlay_grid", lambda *args, presence, **kwargs: epochs.append(int(presence[0])))
+    monkeypatch.setattr(figures, "save_overlay_grid", lambda *args, presence, **kwargs: epochs.append(int(presence[0])))
     trainer = Engine(lambda engine, batch: None)
 
     def validate(engine, batch):  # one decollated item, tagged with the trainer's epoch
@@ -71,7 +72,7 @@ def test_overlay_grid_of_the_best_validation_is_drawn_by_the_trainer(monkeypatch
         engine.state.best_metric_epoch = engine.state.epoch if scores[trainer.state.epoch] == best else 0
 
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: evaluator.run([0]))
-    visualize.OverlayGrid("unused.png", only_best=True, evaluator=evaluator, min_seconds=min_seconds).attach(trainer)
+    figures.OverlayGrid("unused.png", only_best=True, evaluator=evaluator, min_seconds=min_seconds).attach(trainer)
     trainer.run([0], max_epochs=4)
     assert epochs == drawn
 
@@ -97,6 +98,23 @@ def test_importing_the_package_keeps_the_users_matplotlib_backend():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "svg"
+
+
+@pytest.mark.parametrize("backend", ["svg", "pdf"])
+def test_figures_render_without_changing_the_backend(tmp_path, backend):
+    """With another backend chosen by ``MPLBACKEND`` (vector-only: no Agg canvas, no display), importing the
+    package and drawing a figure through it writes the PNG and leaves the backend as it was."""
+    path = tmp_path / "curves.png"
+    code = (
+        "import matplotlib, monai_seg\n"
+        f"monai_seg.visualize.save_training_curves({{'train_loss': [1.0, 0.5]}}, {str(path)!r})\n"
+        "print(matplotlib.get_backend())\n"
+    )
+    env = {**os.environ, "MPLBACKEND": backend}
+    env.pop("DISPLAY", None)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert result.stdout.strip() == backend
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_figures_are_drawn_outside_pyplot(tmp_path):

@@ -17,7 +17,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
 
 from monai_seg.data import make_brats_demo, make_drive_demo, make_isic_demo, make_nerve_demo, make_xray_demo
-from monai_seg.engines import AtomicCheckpointSaver, AtomicDiskSaver, ResumableEarlyStopHandler
+from monai_seg.handlers import AtomicCheckpointSaver, AtomicDiskSaver, ResumableEarlyStopHandler
 from tests.bundle_utils import REPO, config_files, run_bundle
 
 pytestmark = pytest.mark.usefixtures("one_thread")

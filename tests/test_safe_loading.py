@@ -10,7 +10,8 @@ import torch
 from monai.handlers import CheckpointLoader
 
 from monai_seg.data import make_nerve_demo
-from monai_seg.engines import ResumeCheckpointLoader, check_outputs
+from monai_seg.handlers import ResumeCheckpointLoader
+from monai_seg.utils import check_outputs
 from tests.bundle_utils import BUNDLES, REPO, bundle_network, run_bundle
 from tests.test_resume import error_in_chain
 
@@ -20,7 +21,7 @@ NERVE = "nerve_ultrasound_segmentation"
 CHANNELS = [16, 16, 16, 16, 16]
 TINY = {"num_workers": 0, "batch_size": 2, "spatial_size": [32, 32], "network_def#channels": CHANNELS,
         "network_def#presence_grid": [2, 2]}
-LOADERS = {"CheckpointLoader", "monai_seg.engines.ResumeCheckpointLoader"}  # both torch.load(weights_only=True)
+LOADERS = {"CheckpointLoader", "monai_seg.handlers.ResumeCheckpointLoader"}  # both torch.load(weights_only=True)
 
 
 class _Payload:

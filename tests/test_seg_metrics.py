@@ -19,13 +19,13 @@ from monai_seg.metrics import (
     BinarySegmentationMetrics,
     KaggleDiceMetric,
     KaggleSkillMetric,
-    SegmentationReport,
     compute_kaggle_dice,
     compute_presence_metrics,
     score_submission,
     write_segmentation_report,
 )
 from monai_seg.data import rle_encode, write_submission
+from monai_seg.handlers import SegmentationReport
 from monai_seg.transforms import PresenceGatingd
 
 

@@ -41,7 +41,7 @@ from .nerve import (
     validate_nerve_pairs,
 )
 from .rle import NERVE_IMAGE_SHAPE, read_submission, read_train_masks_csv, rle_decode, rle_encode, write_submission
-from .validation import check_cases, check_disjoint_ids, check_finite, check_network_input
+from .validation import check_cases, check_disjoint_ids, check_finite
 from .xray import (
     XRAY_CLASSES,
     ensure_xray_demo,

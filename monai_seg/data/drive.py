@@ -25,7 +25,8 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from scipy.special import expit
 
-from .folders import BINARY_MASK_VALUES, check_free, ensure_demo, pair_files, scan_folder, smooth_noise, validate_pairs
+from .folders import BINARY_MASK_VALUES, ensure_demo, pair_files, scan_folder, smooth_noise, validate_pairs
+from monai_seg.utils import check_free
 
 __all__ = [
     "DRIVE_IMAGE_SHAPE",

@@ -21,7 +21,6 @@ from scipy import ndimage
 from .validation import check_cases
 
 __all__ = [
-    "check_free",
     "IMAGE_SUFFIXES",
     "BINARY_MASK_VALUES",
     "scan_folder",
@@ -259,15 +258,3 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float)
     """
     field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma, mode="wrap")
     return field / max(float(field.std()), 1e-6)
-
-
-def check_free(paths: Sequence[str], overwrite: bool) -> None:
-    """Remove ``paths`` when ``overwrite``; otherwise FileExistsError if any exists."""
-    existing = [path for path in paths if os.path.exists(path)]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it.")
-    for path in existing:
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)

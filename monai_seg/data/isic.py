@@ -24,8 +24,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy.special import expit
 
-from .folders import BINARY_MASK_VALUES, check_free, ensure_demo, pair_files, scan_folder, smooth_noise, validate_pairs
+from .folders import BINARY_MASK_VALUES, ensure_demo, pair_files, scan_folder, smooth_noise, validate_pairs
 from .validation import check_disjoint_ids
+from monai_seg.utils import check_free
 
 __all__ = ["isic_datalist", "validate_isic_pairs", "isic_split", "make_isic_demo", "ensure_isic_demo"]
 

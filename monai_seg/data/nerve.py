@@ -22,10 +22,10 @@ import tifffile
 from scipy import ndimage
 from scipy.special import expit
 
-from .folders import check_free, ensure_demo, pair_files
+from .folders import ensure_demo, pair_files
 from .rle import NERVE_IMAGE_SHAPE, rle_encode
 from .validation import check_cases, check_finite
-from monai_seg.utils import atomic_write_csv
+from monai_seg.utils import atomic_write_csv, check_free
 
 __all__ = [
     "nerve_datalist",

@@ -23,8 +23,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .folders import check_free, ensure_demo, pair_files, scan_folder, smooth_noise, validate_pairs
+from .folders import ensure_demo, pair_files, scan_folder, smooth_noise, validate_pairs
 from .validation import check_disjoint_ids
+from monai_seg.utils import check_free
 
 __all__ = [
     "XRAY_CLASSES",

@@ -1,10 +1,4 @@
-"""Ignite handlers for MONAI's engines (the bundles attach them; no engine is forked)."""
+"""What runs around MONAI's engines rather than on their events: the pre-flight checks before training starts
+(the handlers the bundles attach to the engines are in :mod:`monai_seg.handlers`)."""
 
-from .checkpoint import (
-    AtomicCheckpointSaver,
-    AtomicDiskSaver,
-    ResumableEarlyStopHandler,
-    ResumeCheckpointLoader,
-    check_outputs,
-)
-from .handlers import SubmissionWriter, image_id_from_meta
+from .preflight import check_network_input

@@ -1,6 +1,6 @@
 """Metrics MONAI lacks: Kaggle per-image Dice and the binary report, BraTS volume metrics, uncertainty quality."""
 
-from .brats import VOLUME_METRICS, BraTSReport, compute_volume_metrics, item_case_name
+from .brats import VOLUME_METRICS, compute_volume_metrics
 from .fov import from_engine_fov, select_fov
 from .qubrats import QUBRATS_METRICS, QUBraTSMetric, compute_qubrats_curves, compute_qubrats_score
 from .segmentation import (
@@ -8,7 +8,6 @@ from .segmentation import (
     BinarySegmentationMetrics,
     KaggleDiceMetric,
     KaggleSkillMetric,
-    SegmentationReport,
     compute_kaggle_dice,
     compute_presence_metrics,
     score_submission,

@@ -1,4 +1,5 @@
-"""Per-image binary segmentation metrics of the seed studies, and a per-image CSV / JSON report.
+"""Per-image binary segmentation metrics of the seed studies, and a per-image CSV / JSON report
+(written at the end of each evaluator run by :class:`monai_seg.handlers.SegmentationReport`).
 
 All segmentation metrics are computed from MONAI's per-image confusion matrix
 (``monai.metrics.get_confusion_matrix``, shape (B, C, 4) = TP, FP, TN, FN) with
@@ -23,18 +24,13 @@ undefined only when the mask fills the whole image, where the same convention ap
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import ignite.distributed as idist
 import numpy as np
 import torch
-from ignite.engine import Engine, Events
-from monai.data import decollate_batch
-from monai.handlers import from_engine
 from monai.metrics import (
     CumulativeIterationMetric,
     compute_confusion_matrix_metric,
@@ -42,7 +38,7 @@ from monai.metrics import (
     get_confusion_matrix,
 )
 from monai.metrics.utils import do_metric_reduction
-from monai.utils import ImageMetaKey, MetricReduction, evenly_divisible_all_gather, string_list_all_gather
+from monai.utils import MetricReduction
 
 from monai_seg.data.rle import NERVE_IMAGE_SHAPE, read_submission, rle_decode
 from monai_seg.utils import atomic_write_csv, atomic_write_text
@@ -58,8 +54,6 @@ __all__ = [
     "KaggleSkillMetric",
     "BinarySegmentationMetrics",
     "write_segmentation_report",
-    "ReportHandler",
-    "SegmentationReport",
 ]
 
 SEGMENTATION_METRICS: dict[str, str] = {
@@ -237,7 +231,7 @@ class KaggleSkillMetric(CumulativeIterationMetric):
     an empty submission; it orders models like the Kaggle score on a fixed validation set. On data
     where half the masks are empty, the Kaggle score of a model that has learnt nothing is already
     about 0.5; this metric lets early stopping wait until the model beats that
-    (``monai_seg.engines.ResumableEarlyStopHandler(start_above=0.0)``). When every image is
+    (``monai_seg.handlers.ResumableEarlyStopHandler(start_above=0.0)``). When every image is
     empty (``S0 = 1``) it returns ``S - 1``.
     """
 
@@ -364,153 +358,3 @@ def write_segmentation_report(
     atomic_write_csv(os.path.join(output_dir, per_image_filename), columns, zip(*columns.values()))
     atomic_write_text(os.path.join(output_dir, summary_filename), json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def _image_meta(batch: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Meta data of the ``image`` of each item of a decollated batch (empty for plain tensors)."""
-    return [getattr(item["image"], "meta", {}) for item in batch]
-
-
-class ReportHandler:
-    """Base of the report handlers: record at every iteration, write the files when the epoch completes.
-
-    Subclasses implement ``_started`` (reset at epoch start), ``__call__`` (record an iteration) and
-    ``_finalize`` (gather the records from all ranks, a collective call, then write if
-    :meth:`_is_writer`). Attach the handler on every rank.
-
-    Args:
-        output_dir: folder of the report files.
-        save_rank: rank that writes the files in multi-GPU evaluation.
-        name: logger name, defaults to ``engine.logger``.
-    """
-
-    def __init__(self, output_dir: str, save_rank: int = 0, name: str | None = None) -> None:
-        self.output_dir = output_dir
-        self.save_rank = save_rank
-        self.logger = logging.getLogger(name)
-        self._name = name
-
-    def attach(self, engine: Engine) -> None:
-        """
-        Args:
-            engine: Ignite Engine, usually an evaluator.
-        """
-        if self._name is None:
-            self.logger = engine.logger
-        for event, handler in (
-            (Events.EPOCH_STARTED, self._started),
-            (Events.ITERATION_COMPLETED, self),
-            (Events.EPOCH_COMPLETED, self._finalize),
-        ):
-            if not engine.has_event_handler(handler, event):
-                engine.add_event_handler(event, handler)
-
-    def _is_writer(self) -> bool:
-        """Whether this rank writes the files.
-
-        Raises:
-            ValueError: when ``save_rank`` is not a rank of the distributed group.
-        """
-        if self.save_rank >= idist.get_world_size():
-            raise ValueError("target save rank is greater than the distributed group size.")
-        return idist.get_rank() == self.save_rank
-
-
-class SegmentationReport(ReportHandler):
-    """
-    Ignite handler that writes :py:func:`write_segmentation_report` files at the end of each run
-    of the engine it is attached to (typically a ``SupervisedEvaluator``, via ``val_handlers``).
-
-    On every iteration it records the per-image confusion matrices of the binarised ``pred`` against
-    ``label``, the image identifiers (``filename_or_obj`` of the batch meta data, as MONAI's
-    ``ClassificationSaver`` reads it; the running image index when absent) and, optionally, the
-    presence probabilities (e.g. stored by ``PresenceGatingd(presence_key="presence")``). In
-    multi-GPU evaluation the records are gathered and rank ``save_rank`` writes the files.
-
-    Example::
-
-        SegmentationReport(output_dir, presence_transform=from_engine("presence"))
-
-    Args:
-        output_dir: folder of the report files.
-        output_transform: extracts ``(y_pred, y)`` from ``engine.state.output``: lists of
-            channel-first tensors or batch-first tensors, binarised, shape (C, *spatial) per image.
-        batch_transform: extracts per-image meta data dicts (or one batched dict, decollated here)
-            from ``engine.state.batch``; the default reads ``item["image"].meta`` of the decollated
-            batch, as ``SupervisedEvaluator(decollate=True)`` (its default) leaves it.
-        presence_transform: if not None, extracts one presence probability per image from
-            ``engine.state.output``.
-        presence_threshold: threshold of the presence accuracy.
-        per_image_filename: name of the CSV file.
-        summary_filename: name of the JSON file.
-        save_rank: rank that writes the files in multi-GPU evaluation.
-        name: logger name, defaults to ``engine.logger``.
-    """
-
-    def __init__(
-        self,
-        output_dir: str,
-        output_transform: Callable = from_engine(["pred", "label"]),
-        batch_transform: Callable = _image_meta,
-        presence_transform: Callable | None = None,
-        presence_threshold: float = 0.5,
-        per_image_filename: str = "metrics_per_image.csv",
-        summary_filename: str = "metrics_summary.json",
-        save_rank: int = 0,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(output_dir, save_rank, name)
-        self.output_transform = output_transform
-        self.batch_transform = batch_transform
-        self.presence_transform = presence_transform
-        self.presence_threshold = presence_threshold
-        self.per_image_filename = per_image_filename
-        self.summary_filename = summary_filename
-        self._metric = BinarySegmentationMetrics()
-        self._filenames: list[str] = []
-        self._presence: list[float] = []
-
-    def _started(self, _engine: Engine) -> None:
-        self._metric.reset()
-        self._filenames = []
-        self._presence = []
-
-    def __call__(self, engine: Engine) -> None:
-        """
-        Record the current iteration.
-
-        Args:
-            engine: Ignite Engine, usually an evaluator.
-        """
-        meta_data = self.batch_transform(engine.state.batch)
-        if isinstance(meta_data, dict):
-            meta_data = decollate_batch(meta_data)
-        for m in meta_data:
-            self._filenames.append(f"{m.get(ImageMetaKey.FILENAME_OR_OBJ, len(self._filenames))}")
-        y_pred, y = self.output_transform(engine.state.output)
-        self._metric(y_pred, y)
-        if self.presence_transform is not None:
-            self._presence.extend(float(p) for p in self.presence_transform(engine.state.output))
-
-    def _finalize(self, _engine: Engine) -> None:
-        """Gather the records from all ranks and write the report on ``save_rank``."""
-        is_writer = self._is_writer()
-        ws = idist.get_world_size()
-        confusion_matrix = self._metric.get_buffer()
-        filenames = string_list_all_gather(self._filenames) if ws > 1 else self._filenames
-        presence = None
-        if self.presence_transform is not None:
-            presence = torch.tensor(self._presence, dtype=torch.float32)
-            if ws > 1:
-                presence = evenly_divisible_all_gather(presence, concat=True)
-        if is_writer:
-            summary = write_segmentation_report(
-                self.output_dir,
-                confusion_matrix,
-                filenames,
-                presence,
-                self.presence_threshold,
-                self.per_image_filename,
-                self.summary_filename,
-            )
-            self.logger.info(f"segmentation report of {summary['num_images']} images written to {self.output_dir}.")

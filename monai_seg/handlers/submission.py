@@ -1,4 +1,4 @@
-"""Ignite handlers that the bundles attach to MONAI's engines."""
+"""The Kaggle submission of the nerve bundle's inference: one RLE row per predicted mask."""
 
 from __future__ import annotations
 

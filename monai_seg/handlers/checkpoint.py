@@ -1,5 +1,5 @@
-"""Resumable training for MONAI's engines: atomic checkpoints, a loader that resumes from the latest one,
-an early-stopping handler with a state, and the guard that keeps earlier results from being overwritten.
+"""Resumable training for MONAI's engines: atomic checkpoints, a loader that resumes from the latest one
+(or, on a fresh start, keeps earlier results from being overwritten) and an early-stopping handler with a state.
 
 A bundle saves ``{"trainer", "network", "optimizer", ...}`` after every epoch with
 :class:`AtomicCheckpointSaver` into a fixed ``checkpoint_latest.pt`` and attaches
@@ -9,7 +9,6 @@ the last completed epoch.
 
 from __future__ import annotations
 
-import glob
 import os
 import pickle
 from collections.abc import Callable, Mapping, Sequence
@@ -18,49 +17,13 @@ from typing import Any
 from monai.handlers import CheckpointLoader, CheckpointSaver, EarlyStopHandler
 from monai.utils import min_version, optional_import, str2bool
 
-from monai_seg.data.folders import check_free
+from monai_seg.utils import check_outputs
 
 Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 DiskSaver, _ = optional_import("ignite.handlers", "0.4.11", min_version, "DiskSaver")
-idist, _ = optional_import("ignite.distributed")
 
-__all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver", "ResumableEarlyStopHandler", "ResumeCheckpointLoader",
-           "check_outputs"]
-
-
-def check_outputs(paths: Sequence[str], overwrite: bool | str) -> None:
-    """Refuse to replace the results of an earlier run unless ``overwrite`` (which removes them first).
-
-    Under ``torchrun`` every rank calls it: rank 0 checks (and removes) and sends the outcome to the
-    others, so that no rank starts writing before the earlier outputs are gone and all of them stop
-    with the same error.
-
-    Args:
-        paths: files or folders a run writes; glob patterns (``out/*_seg.nii.gz``) are expanded and an
-            empty folder counts as free.
-        overwrite: remove the existing paths instead of raising (a bool, or ``"true"``/``"false"`` as the
-            bundle command line passes it).
-
-    Raises:
-        FileExistsError: naming the first existing path and the flag, when ``overwrite`` is False.
-    """
-    error = ""
-    if idist.get_rank() == 0:
-        found = [
-            match
-            for path in paths
-            for match in sorted(glob.glob(path))
-            if not (os.path.isdir(match) and not os.listdir(match))
-        ]
-        try:
-            check_free(found, str2bool(overwrite))
-        except FileExistsError as exc:
-            error = f"{exc} (on the bundle command line: --overwrite true)"
-    if idist.get_world_size() > 1:
-        error = idist.broadcast(error, src=0)
-    if error:
-        raise FileExistsError(error)
+__all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver", "ResumableEarlyStopHandler", "ResumeCheckpointLoader"]
 
 
 class AtomicDiskSaver(DiskSaver):
@@ -217,7 +180,7 @@ class ResumeCheckpointLoader(CheckpointLoader):
         resume: continue from ``load_path`` when it exists; False always starts afresh. Like ``overwrite``,
             a bool or ``"true"``/``"false"`` (what ``--resume false`` passes to the bundle).
         overwrite: let a fresh start remove ``load_path`` and ``outputs``.
-        outputs: other paths a fresh start would replace (see :func:`check_outputs`).
+        outputs: other paths a fresh start would replace (see :func:`monai_seg.utils.check_outputs`).
         kwargs: the other arguments of ``monai.handlers.CheckpointLoader`` (``map_location``, ``strict``).
 
     Raises:

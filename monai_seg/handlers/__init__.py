@@ -1,0 +1,14 @@
+"""Ignite handlers that the bundles attach to MONAI's engines (as ``monai.handlers``; no engine is forked).
+
+- checkpoints and resume (:mod:`.checkpoint`): atomic checkpoints, resuming from the latest one, early
+  stopping with a state;
+- reports (:mod:`.reports`): the per-image / per-case CSV and summary JSON of an evaluator run;
+- figures (:mod:`.figures`): training curves, overlay grids and uncertainty figures, drawn during a run;
+- submission (:mod:`.submission`): the Kaggle nerve submission of an inference run.
+"""
+
+from .checkpoint import AtomicCheckpointSaver, AtomicDiskSaver, ResumableEarlyStopHandler, ResumeCheckpointLoader
+from .figures import OverlayGrid, RedrawThrottle, TrainingCurves, UncertaintyFigures
+from .reports import BraTSReport, ReportHandler, SegmentationReport
+from .submission import SubmissionWriter, image_id_from_meta
+from .utils import item_case_name

@@ -1,0 +1,295 @@
+"""Ignite handlers that write evaluation reports: a per-image (binary segmentation) or per-case (BraTS volumes)
+CSV and a summary JSON at the end of each evaluator run, gathered from all ranks under ``torchrun``.
+
+The metrics themselves are computed by :mod:`monai_seg.metrics`; these handlers record them per item and
+write the files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from monai.data import MetaTensor, decollate_batch
+from monai.data.utils import affine_to_spacing
+from monai.handlers import from_engine
+from monai.utils import ImageMetaKey, evenly_divisible_all_gather, string_list_all_gather
+
+from monai_seg.handlers.utils import item_case_name
+from monai_seg.metrics.brats import VOLUME_METRICS, compute_volume_metrics
+from monai_seg.metrics.segmentation import BinarySegmentationMetrics, write_segmentation_report
+from monai_seg.utils import atomic_write_csv, atomic_write_text
+
+__all__ = ["ReportHandler", "SegmentationReport", "BraTSReport"]
+
+
+def _image_meta(batch: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Meta data of the ``image`` of each item of a decollated batch (empty for plain tensors)."""
+    return [getattr(item["image"], "meta", {}) for item in batch]
+
+
+class ReportHandler:
+    """Base of the report handlers: record at every iteration, write the files when the epoch completes.
+
+    Subclasses implement ``_started`` (reset at epoch start), ``__call__`` (record an iteration) and
+    ``_finalize`` (gather the records from all ranks, a collective call, then write if
+    :meth:`_is_writer`). Attach the handler on every rank.
+
+    Args:
+        output_dir: folder of the report files.
+        save_rank: rank that writes the files in multi-GPU evaluation.
+        name: logger name, defaults to ``engine.logger``.
+    """
+
+    def __init__(self, output_dir: str, save_rank: int = 0, name: str | None = None) -> None:
+        self.output_dir = output_dir
+        self.save_rank = save_rank
+        self.logger = logging.getLogger(name)
+        self._name = name
+
+    def attach(self, engine: Engine) -> None:
+        """
+        Args:
+            engine: Ignite Engine, usually an evaluator.
+        """
+        if self._name is None:
+            self.logger = engine.logger
+        for event, handler in (
+            (Events.EPOCH_STARTED, self._started),
+            (Events.ITERATION_COMPLETED, self),
+            (Events.EPOCH_COMPLETED, self._finalize),
+        ):
+            if not engine.has_event_handler(handler, event):
+                engine.add_event_handler(event, handler)
+
+    def _is_writer(self) -> bool:
+        """Whether this rank writes the files.
+
+        Raises:
+            ValueError: when ``save_rank`` is not a rank of the distributed group.
+        """
+        if self.save_rank >= idist.get_world_size():
+            raise ValueError("target save rank is greater than the distributed group size.")
+        return idist.get_rank() == self.save_rank
+
+
+class SegmentationReport(ReportHandler):
+    """
+    Ignite handler that writes :py:func:`~monai_seg.metrics.write_segmentation_report` files at the end of each run
+    of the engine it is attached to (typically a ``SupervisedEvaluator``, via ``val_handlers``).
+
+    On every iteration it records the per-image confusion matrices of the binarised ``pred`` against
+    ``label``, the image identifiers (``filename_or_obj`` of the batch meta data, as MONAI's
+    ``ClassificationSaver`` reads it; the running image index when absent) and, optionally, the
+    presence probabilities (e.g. stored by ``PresenceGatingd(presence_key="presence")``). In
+    multi-GPU evaluation the records are gathered and rank ``save_rank`` writes the files.
+
+    Example::
+
+        SegmentationReport(output_dir, presence_transform=from_engine("presence"))
+
+    Args:
+        output_dir: folder of the report files.
+        output_transform: extracts ``(y_pred, y)`` from ``engine.state.output``: lists of
+            channel-first tensors or batch-first tensors, binarised, shape (C, *spatial) per image.
+        batch_transform: extracts per-image meta data dicts (or one batched dict, decollated here)
+            from ``engine.state.batch``; the default reads ``item["image"].meta`` of the decollated
+            batch, as ``SupervisedEvaluator(decollate=True)`` (its default) leaves it.
+        presence_transform: if not None, extracts one presence probability per image from
+            ``engine.state.output``.
+        presence_threshold: threshold of the presence accuracy.
+        per_image_filename: name of the CSV file.
+        summary_filename: name of the JSON file.
+        save_rank: rank that writes the files in multi-GPU evaluation.
+        name: logger name, defaults to ``engine.logger``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        output_transform: Callable = from_engine(["pred", "label"]),
+        batch_transform: Callable = _image_meta,
+        presence_transform: Callable | None = None,
+        presence_threshold: float = 0.5,
+        per_image_filename: str = "metrics_per_image.csv",
+        summary_filename: str = "metrics_summary.json",
+        save_rank: int = 0,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(output_dir, save_rank, name)
+        self.output_transform = output_transform
+        self.batch_transform = batch_transform
+        self.presence_transform = presence_transform
+        self.presence_threshold = presence_threshold
+        self.per_image_filename = per_image_filename
+        self.summary_filename = summary_filename
+        self._metric = BinarySegmentationMetrics()
+        self._filenames: list[str] = []
+        self._presence: list[float] = []
+
+    def _started(self, _engine: Engine) -> None:
+        self._metric.reset()
+        self._filenames = []
+        self._presence = []
+
+    def __call__(self, engine: Engine) -> None:
+        """
+        Record the current iteration.
+
+        Args:
+            engine: Ignite Engine, usually an evaluator.
+        """
+        meta_data = self.batch_transform(engine.state.batch)
+        if isinstance(meta_data, dict):
+            meta_data = decollate_batch(meta_data)
+        for m in meta_data:
+            self._filenames.append(f"{m.get(ImageMetaKey.FILENAME_OR_OBJ, len(self._filenames))}")
+        y_pred, y = self.output_transform(engine.state.output)
+        self._metric(y_pred, y)
+        if self.presence_transform is not None:
+            self._presence.extend(float(p) for p in self.presence_transform(engine.state.output))
+
+    def _finalize(self, _engine: Engine) -> None:
+        """Gather the records from all ranks and write the report on ``save_rank``."""
+        is_writer = self._is_writer()
+        ws = idist.get_world_size()
+        confusion_matrix = self._metric.get_buffer()
+        filenames = string_list_all_gather(self._filenames) if ws > 1 else self._filenames
+        presence = None
+        if self.presence_transform is not None:
+            presence = torch.tensor(self._presence, dtype=torch.float32)
+            if ws > 1:
+                presence = evenly_divisible_all_gather(presence, concat=True)
+        if is_writer:
+            summary = write_segmentation_report(
+                self.output_dir,
+                confusion_matrix,
+                filenames,
+                presence,
+                self.presence_threshold,
+                self.per_image_filename,
+                self.summary_filename,
+            )
+            self.logger.info(f"segmentation report of {summary['num_images']} images written to {self.output_dir}.")
+
+
+def _spacing(x: torch.Tensor) -> list[float] | None:
+    """Voxel size in mm from a MetaTensor's affine; None for a plain tensor."""
+    if not isinstance(x, MetaTensor):
+        return None
+    return affine_to_spacing(x.affine, r=x.dim() - 1).tolist()
+
+
+class BraTSReport(ReportHandler):
+    """
+    Ignite handler that scores each case of an evaluator run
+    (:func:`~monai_seg.metrics.compute_volume_metrics`) and, at the end of the run, writes a per-case CSV
+    and a summary JSON (both atomically).
+
+    The CSV has one row per case: ``case`` and ``<metric>_<region>`` for every metric of
+    :data:`~monai_seg.metrics.VOLUME_METRICS` and region. The JSON holds the mean of each column over
+    the cases (ignoring NaN), the number of cases, the threshold and the name of the uncertainty map. In
+    multi-GPU evaluation the rows are gathered and rank ``save_rank`` writes the files.
+
+    It reads the decollated ``engine.state.output`` items after ``postprocessing``: all maps must
+    be on the label's grid (``Invertd`` them first).
+
+    Args:
+        output_dir: folder of the report files.
+        regions: names of the label / probability channels, e.g. ``("WT",)`` or ``("TC", "WT", "ET")``.
+        prob_key: key of the mean probability (C, *spatial).
+        uncertainty_key: key of the uncertainty map (C, *spatial).
+        label_key: key of the binary ground truth (C, *spatial).
+        image_key: key of the input image; its non-zero voxels are the brain, its file names the case.
+        threshold: probability threshold of the prediction.
+        num_bins: probability bins of the calibration error.
+        per_case_filename: name of the CSV file.
+        summary_filename: name of the JSON file.
+        save_rank: rank that writes the files in multi-GPU evaluation.
+        name: logger name, defaults to ``engine.logger``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        regions: Sequence[str] = ("WT",),
+        prob_key: str = "pred_prob",
+        uncertainty_key: str = "pred_entropy",
+        label_key: str = "label",
+        image_key: str = "image",
+        threshold: float = 0.5,
+        num_bins: int = 10,
+        per_case_filename: str = "metrics_per_case.csv",
+        summary_filename: str = "metrics_summary.json",
+        save_rank: int = 0,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(output_dir, save_rank, name)
+        self.regions = tuple(regions)
+        self.prob_key = prob_key
+        self.uncertainty_key = uncertainty_key
+        self.label_key = label_key
+        self.image_key = image_key
+        self.threshold = threshold
+        self.num_bins = num_bins
+        self.per_case_filename = per_case_filename
+        self.summary_filename = summary_filename
+        self._cases: list[str] = []
+        self._rows: list[torch.Tensor] = []
+
+    @property
+    def columns(self) -> list[str]:
+        """The metric columns of the CSV, ``<metric>_<region>``."""
+        return [f"{metric}_{region}" for metric in VOLUME_METRICS for region in self.regions]
+
+    def _started(self, _engine: Engine) -> None:
+        self._cases, self._rows = [], []
+
+    def __call__(self, engine: Engine) -> None:
+        """
+        Score the cases of the current iteration.
+
+        Args:
+            engine: Ignite Engine, usually an evaluator.
+        """
+        for item in engine.state.output:
+            label = item[self.label_key]
+            if label.shape[0] != len(self.regions):
+                raise ValueError(f"label has {label.shape[0]} channels but regions are {self.regions}.")
+            metrics = compute_volume_metrics(
+                item[self.prob_key],
+                item[self.uncertainty_key],
+                label,
+                (item[self.image_key] != 0).any(0),
+                spacing=_spacing(label),
+                threshold=self.threshold,
+                num_bins=self.num_bins,
+            )
+            self._cases.append(item_case_name(item, self.image_key) or str(len(self._cases)))
+            self._rows.append(torch.cat([metrics[name] for name in VOLUME_METRICS]))
+
+    def _finalize(self, _engine: Engine) -> None:
+        """Gather the rows from all ranks and write the report on ``save_rank``."""
+        is_writer = self._is_writer()
+        rows = torch.stack(self._rows) if self._rows else torch.zeros(0, len(self.columns))
+        cases = self._cases
+        if idist.get_world_size() > 1:
+            rows, cases = evenly_divisible_all_gather(rows, concat=True), string_list_all_gather(cases)
+        if not is_writer:
+            return
+        summary: dict[str, Any] = {
+            column: None if torch.isnan(values).all() else values.nanmean().item()
+            for column, values in zip(self.columns, rows.T)
+        }
+        summary.update(num_cases=len(cases), threshold=self.threshold, uncertainty=self.uncertainty_key)
+        os.makedirs(self.output_dir, exist_ok=True)
+        atomic_write_csv(os.path.join(self.output_dir, self.per_case_filename), ["case", *self.columns],
+                         ([case, *values] for case, values in zip(cases, rows.tolist())))
+        atomic_write_text(os.path.join(self.output_dir, self.summary_filename), json.dumps(summary, indent=2) + "\n")
+        self.logger.info(f"BraTS report of {len(cases)} cases written to {self.output_dir}: {summary}")
