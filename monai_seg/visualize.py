@@ -430,3 +430,28 @@ class UncertaintyFigures:
                 uncertainty_name=self.uncertainty_key.split("_", 1)[-1],
                 title=case,
             )
+
+
+def save_retention_curve(curve: RetentionCurve, filename: str, quality_name: str = "Dice", title: str = "") -> None:
+    """Plot a retention curve beside its random and oracle references, with their areas in the legend.
+
+    Args:
+        curve: from :func:`monai_seg.metrics.compute_retention_curve`.
+        filename: PNG file to write.
+        quality_name: the per-case quality, for the y axis (e.g. ``"Dice"``, ``"Dice WT"``).
+        title: the figure's title.
+    """
+    fig, ax = new_figure(figsize=(5, 4))
+    for values, name, style, auc in (
+        (curve.oracle, "oracle", ":", curve.oracle_auc),
+        (curve.kept, "uncertainty", "-", curve.auc),
+        (curve.random, "random", "--", curve.random_auc),
+    ):
+        ax.plot(curve.fractions, values, style, label=f"{name} (AUC {auc:.3f})")
+    ax.set_xlabel("fraction of cases referred")
+    ax.set_ylabel(f"mean {quality_name} of the cases kept")
+    ax.set_xlim(0, 1)
+    ax.set_title(title or f"retention curve, {len(curve.kept)} cases")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    save_figure(fig, filename)
