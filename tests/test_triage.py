@@ -149,7 +149,10 @@ def test_triage_score_band_3d_channels_and_empty_prediction():
     scores = compute_triage_score(u, pred, "structure", band=1)
     assert scores.shape == (2, 2)
     np.testing.assert_allclose(scores.numpy(), [[1 / 27, 2 / 125], [2 / 27, 4 / 125]], rtol=1e-6)
-    np.testing.assert_allclose(compute_triage_score(u, pred, "mean").numpy(), [[2 / 125] * 2, [4 / 125] * 2], rtol=1e-6)
+    whole = torch.ones(2, 1, 5, 5, 5)  # one mask for both channels
+    mean = compute_triage_score(u, pred, "mean", mask=whole)
+    assert mean.shape == (2, 2)
+    np.testing.assert_allclose(mean.numpy(), [[2 / 125] * 2, [4 / 125] * 2], rtol=1e-6)
     # one map per channel
     np.testing.assert_allclose(compute_triage_score(u.expand(-1, 2, -1, -1, -1), pred, band=1).numpy(), scores.numpy())
 
@@ -159,8 +162,8 @@ def test_triage_score_band_3d_channels_and_empty_prediction():
     [
         ((1, 1, 4, 4), (1, 1, 4, 5), None, "structure", r"uncertainty of shape \(1, 1, 4, 4\) does not match y_pred"),
         ((2, 1, 4, 4), (1, 1, 4, 4), None, "structure", "does not match y_pred"),
-        ((1, 1, 4), (1, 1, 4), None, "structure", "2D or 3D"),
-        ((1, 3, 4, 4), (1, 2, 4, 4), None, "structure", "uncertainty has 3 channels, y_pred 2"),
+        ((1, 1, 4), (1, 1, 4), None, "structure", r"y_pred of shape \(1, 1, 4\) is neither"),
+        ((1, 3, 4, 4), (1, 2, 4, 4), None, "structure", r"uncertainty of shape \(1, 3, 4, 4\) does not match"),
         ((1, 1, 4, 4), (1, 1, 4, 4), (1, 1, 4, 3), "structure", r"mask of shape \(1, 1, 4, 3\) does not match"),
         ((1, 1, 4, 4), (1, 1, 4, 4), None, "volume", "unknown triage score 'volume'"),
     ],

@@ -130,20 +130,15 @@ def compute_triage_score(
         raise ValueError(f"unknown triage score {score!r}, expected one of {TRIAGE_SCORES}.")
     u = convert_to_tensor(uncertainty, track_meta=False).float()
     pred = convert_to_tensor(y_pred, track_meta=False).to(u.device) != 0
-    if pred.ndim not in (4, 5) or u.ndim != pred.ndim or u.shape[0] != pred.shape[0] or u.shape[2:] != pred.shape[2:]:
-        raise ValueError(
-            f"uncertainty of shape {tuple(u.shape)} does not match y_pred of shape {tuple(pred.shape)}: "
-            "expected (B, C or 1, *spatial) and (B, C, *spatial), 2D or 3D."
-        )
-    if u.shape[1] not in (1, pred.shape[1]):
-        raise ValueError(f"uncertainty has {u.shape[1]} channels, y_pred {pred.shape[1]}: expected 1 or equal.")
-    inside = torch.ones_like(pred)
-    if mask is not None:
-        fov = convert_to_tensor(mask, track_meta=False).to(u.device) != 0
-        if fov.ndim != pred.ndim or fov.shape[0] != pred.shape[0] or fov.shape[1] not in (1, pred.shape[1]) \
-                or fov.shape[2:] != pred.shape[2:]:
-            raise ValueError(f"mask of shape {tuple(fov.shape)} does not match y_pred of shape {tuple(pred.shape)}.")
-        inside = inside & fov
+    if pred.ndim not in (4, 5):
+        raise ValueError(f"y_pred of shape {tuple(pred.shape)} is neither (B, C, H, W) nor (B, C, H, W, D).")
+    fov = None if mask is None else convert_to_tensor(mask, track_meta=False).to(u.device) != 0
+    for name, x in (("uncertainty", u), ("mask", fov)):
+        if x is not None and (x.ndim != pred.ndim or x.shape[0] != pred.shape[0]
+                              or x.shape[1] not in (1, pred.shape[1]) or x.shape[2:] != pred.shape[2:]):
+            raise ValueError(f"{name} of shape {tuple(x.shape)} does not match y_pred of shape {tuple(pred.shape)}: "
+                             "expected (B, C or 1, *spatial).")
+    inside = torch.ones_like(pred) if fov is None else fov.expand_as(pred)
     spatial = tuple(range(2, pred.ndim))
     empty_mask = inside.sum(spatial) == 0
     if empty_mask.any():
