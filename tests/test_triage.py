@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.ndimage import binary_dilation
 
 from monai_seg.metrics import compute_retention_curve, compute_triage_score, write_retention_curve
+from monai_seg.metrics.triage import _dilate
 from monai_seg.visualize import save_retention_curve
 
 # four cases whose curve is computed by hand below
@@ -155,6 +157,15 @@ def test_triage_score_band_3d_channels_and_empty_prediction():
     np.testing.assert_allclose(mean.numpy(), [[2 / 125] * 2, [4 / 125] * 2], rtol=1e-6)
     # one map per channel
     np.testing.assert_allclose(compute_triage_score(u.expand(-1, 2, -1, -1, -1), pred, band=1).numpy(), scores.numpy())
+
+
+@pytest.mark.parametrize("radius", [(2, 1, 0), (0, 3, 1), 1, 9])
+def test_band_is_a_box_dilation_per_channel(radius):
+    """The band is SciPy's binary dilation by a (2r+1)-voxel box, channel by channel (borders count as empty)."""
+    mask = np.random.default_rng(0).random((2, 2, 9, 8, 7)) > 0.95
+    box = np.ones([2 * r + 1 for r in ((radius,) * 3 if isinstance(radius, int) else radius)], bool)
+    expected = [[binary_dilation(channel, box) for channel in case] for case in mask]
+    np.testing.assert_array_equal(_dilate(torch.from_numpy(mask), radius).numpy(), expected)
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.utils import convert_to_numpy, convert_to_tensor, ensure_tuple_rep
 
 from monai_seg.utils import atomic_write_csv
@@ -52,7 +51,8 @@ def _dilate(mask: torch.Tensor, radius: int | Sequence[int]) -> torch.Tensor:
     """Binary dilation of each channel by a box: a voxel is set when a voxel of its channel in ``mask`` lies
     within ``radius`` voxels along every axis (Chebyshev distance; ``radius`` times the 3 x 3 (x 3) element).
 
-    Separable max pooling, one axis at a time, on the mask's device. Not MONAI's
+    The box is separable: one axis at a time, the mask is OR-ed with its copies shifted by 1..r voxels, with
+    bool tensor ops on the mask's device (on CPU, several times faster than max pooling). Not MONAI's
     ``monai.transforms.utils_morphological_ops.dilate``: its (C, C, ...) kernel dilates every channel by the
     union of all channels (the BraTS regions would leak into each other), and it sums a full box per voxel.
 
@@ -72,14 +72,14 @@ def _dilate(mask: torch.Tensor, radius: int | Sequence[int]) -> torch.Tensor:
     radii = ensure_tuple_rep(radius, spatial_dims)
     if min(radii) < 0:
         raise ValueError(f"dilation radius {radius} is negative.")
-    pool = F.max_pool2d if spatial_dims == 2 else F.max_pool3d
-    out = (mask != 0).float()
-    for axis, r in enumerate(radii):
-        if r:
-            kernel = [1] * spatial_dims
-            kernel[axis] = 2 * r + 1
-            out = pool(out, kernel, stride=1, padding=[k // 2 for k in kernel])
-    return out > 0
+    out = mask != 0
+    for axis, r in enumerate(radii, start=2):
+        source, size = out, out.shape[axis]
+        out = source.clone()
+        for shift in range(1, min(r, size - 1) + 1):
+            out.narrow(axis, shift, size - shift).logical_or_(source.narrow(axis, 0, size - shift))
+            out.narrow(axis, 0, size - shift).logical_or_(source.narrow(axis, shift, size - shift))
+    return out
 
 
 def compute_triage_score(
@@ -138,16 +138,16 @@ def compute_triage_score(
                               or x.shape[1] not in (1, pred.shape[1]) or x.shape[2:] != pred.shape[2:]):
             raise ValueError(f"{name} of shape {tuple(x.shape)} does not match y_pred of shape {tuple(pred.shape)}: "
                              "expected (B, C or 1, *spatial).")
-    inside = torch.ones_like(pred) if fov is None else fov.expand_as(pred)
-    spatial = tuple(range(2, pred.ndim))
-    empty_mask = inside.sum(spatial) == 0
+    inside = (torch.ones_like(pred) if fov is None else fov.expand_as(pred)).flatten(2)  # (B, C, voxels)
+    empty_mask = ~inside.any(-1)
     if empty_mask.any():
         raise ValueError(f"mask is empty for cases {sorted(set(empty_mask.nonzero()[:, 0].tolist()))}.")
     region = inside
     if score == "structure":
-        region = _dilate(pred, band) & inside
-        region = torch.where((region.sum(spatial) == 0)[(...,) + (None,) * len(spatial)], inside, region)
-    return (u * region).sum(spatial) / region.sum(spatial)
+        region = _dilate(pred, band).flatten(2) & inside
+        region = torch.where(region.any(-1, keepdim=True), region, inside)
+    weights = region.to(u.dtype)
+    return torch.einsum("bcn,bcn->bc", u.expand_as(pred).flatten(2), weights) / weights.sum(-1)
 
 
 @dataclass(frozen=True)
