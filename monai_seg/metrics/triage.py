@@ -105,6 +105,11 @@ def compute_triage_score(
       average over and the score falls back to ``"mean"`` (the whole image or ``mask``): an empty
       prediction is then as doubtful as the image as a whole. It misses doubt away from the prediction.
 
+    No volume-weighted score (the sum of the map over the structure): it ranks the large structures first,
+    whose boundaries are longer, which tracks an absolute volume error rather than Dice; multiply the
+    ``"structure"`` score by the predicted volume where that is wanted. Everything runs as torch ops on the
+    map's device.
+
     A small structure is all boundary and scores high under ``"structure"`` even when it is right (see
     docs/uncertainty.md); compare scores only between runs of the same model, map and sampling. A case
     the model is confidently wrong about has a low score under every choice: the map shows doubt, not
