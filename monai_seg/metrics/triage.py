@@ -107,7 +107,7 @@ def compute_triage_score(
 
     No volume-weighted score (the sum of the map over the structure): it ranks the large structures first,
     whose boundaries are longer, which tracks an absolute volume error rather than Dice; multiply the
-    ``"structure"`` score by the predicted volume where that is wanted. Everything runs as torch ops on the
+    ``"structure"`` score by the band's voxel count where that is wanted. Everything runs as torch ops on the
     map's device.
 
     A small structure is all boundary and scores high under ``"structure"`` even when it is right (see
