@@ -17,12 +17,14 @@ import torch
 from matplotlib.figure import Figure
 from monai.data import MetaTensor
 
+from monai_seg.metrics.triage import RetentionCurve
 from monai_seg.utils import atomic_save
 
 __all__ = [
     "new_figure",
     "save_figure",
     "save_overlay_grid",
+    "save_retention_curve",
     "save_training_curves",
     "save_uncertainty_figure",
 ]
@@ -195,4 +197,29 @@ def save_uncertainty_figure(
     fig.colorbar(unc_image, ax=axes[:, 2], shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=10)
+    save_figure(fig, filename)
+
+
+def save_retention_curve(curve: RetentionCurve, filename: str, quality_name: str = "Dice", title: str = "") -> None:
+    """Plot a retention curve beside its random and oracle references, with their areas in the legend.
+
+    Args:
+        curve: from :func:`monai_seg.metrics.compute_retention_curve`.
+        filename: PNG file to write.
+        quality_name: the per-case quality, for the y axis (e.g. ``"Dice"``, ``"Dice WT"``).
+        title: the figure's title.
+    """
+    fig, ax = new_figure(figsize=(5, 4))
+    for values, name, style, auc in (
+        (curve.oracle, "oracle", ":", curve.oracle_auc),
+        (curve.kept, "uncertainty", "-", curve.auc),
+        (curve.random, "random", "--", curve.random_auc),
+    ):
+        ax.plot(curve.fractions, values, style, label=f"{name} (AUC {auc:.3f})")
+    ax.set_xlabel("fraction of cases referred")
+    ax.set_ylabel(f"mean {quality_name} of the cases kept")
+    ax.set_xlim(0, 1)
+    ax.set_title(title or f"retention curve, {len(curve.kept)} cases")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
     save_figure(fig, filename)
