@@ -37,7 +37,7 @@ __all__ = ["UNCERTAINTY_MAPS", "BundleInfo", "bundle_info", "default_bundles_dir
 
 _DEMO_PATTERN = re.compile(r"monai_seg\.data\.ensure_(\w+)_demo\(")
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
-UNCERTAINTY_MAPS: tuple[str, ...] = ("std", "entropy", "mi")
+UNCERTAINTY_MAPS: tuple[str, ...] = ("std", "entropy", "mutual_info")
 """Output postfixes of the BraTS bundle's uncertainty maps (``<case>_<map>.nii.gz``)."""
 
 
