@@ -5,6 +5,7 @@ MONAI Label reads. Checked on the raw configs (nothing is instantiated), trainin
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -91,9 +92,14 @@ def test_inference_uses_the_shared_ids(bundle):
 @pytest.mark.parametrize("bundle", NAMES)
 def test_the_split_is_defined_once(bundle):
     """``datalists`` lives in ``train.json`` only; evaluation reads its sections instead of splitting again."""
-    for path in sorted((BUNDLES / bundle / "configs").glob("*.json")):
+    configs = BUNDLES / bundle / "configs"
+    split = re.match(r"\$([\w.]+)\(", ConfigParser.load_config_file(str(configs / "train.json"))["datalists"])
+    assert split is not None, f"{bundle}: train.json's 'datalists' is no call"
+    for path in sorted(configs.glob("*.json")):
         if path.name != "train.json":
-            assert "datalists" not in ConfigParser.load_config_file(str(path)), f"{bundle}: {path.name} splits again"
+            config = ConfigParser.load_config_file(str(path))
+            assert "datalists" not in config, f"{bundle}: {path.name} sets 'datalists'"
+            assert split.group(1) not in path.read_text(), f"{bundle}: {path.name} calls {split.group(1)} again"
 
 
 def test_a_missing_id_names_the_bundle_and_the_id(tmp_path):
