@@ -27,6 +27,7 @@ from monai.transforms import LoadImage
 from monai.utils import optional_import
 
 import monai_seg.data
+from monai_seg.inferers import DEFAULT_MAPS
 from monai_seg.metrics import score_submission
 from monai_seg.visualize import save_overlay_grid, save_uncertainty_figure
 
@@ -37,8 +38,9 @@ __all__ = ["UNCERTAINTY_MAPS", "BundleInfo", "bundle_info", "default_bundles_dir
 
 _DEMO_PATTERN = re.compile(r"monai_seg\.data\.ensure_(\w+)_demo\(")
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
-UNCERTAINTY_MAPS: tuple[str, ...] = ("std", "entropy", "mi")
-"""Output postfixes of the BraTS bundle's uncertainty maps (``<case>_<map>.nii.gz``)."""
+UNCERTAINTY_MAPS: tuple[str, ...] = tuple(name for name in DEFAULT_MAPS if name != "mean")
+"""The uncertainty maps of :class:`~monai_seg.inferers.MCDropoutInferer`, also the output postfixes of the BraTS
+bundle (``<case>_<map>.nii.gz``)."""
 
 
 @dataclass(frozen=True)

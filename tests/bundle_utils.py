@@ -11,6 +11,10 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
 SCHEMA = REPO / "monai_seg" / "resources" / "meta_schema.json"
 
+ROLE_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "multi_gpu_inference.json",
+              "metadata.json")
+"""Config files of a bundle's entry points; any other (``r2unet.json``) is a variant merged on top."""
+
 
 def config_files(bundle: str, *names: str) -> list[str]:
     """Paths of ``bundles/<bundle>/configs/<name>`` for each name, in merge order."""

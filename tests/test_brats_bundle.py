@@ -24,7 +24,8 @@ NET = {"network_def#channels": [8, 16, 32], "network_def#blocks": [1, 1, 1]}
 SMALL = {"num_workers": 0, "batch_size": 16, "spatial_size": [32, 32], **NET}
 INFER = {"num_workers": 0, "spatial_size": [32, 32], "num_samples": 3, "sample_batch": 3, **NET}
 FAST_INFER = {**INFER, "inferer#prefix_sampling": False}  # the deterministic-prefix split is tested once
-MAPS = ("seg", "prob", "std", "entropy", "mi")
+FAST_EVAL = {**INFER, "validate#inferer#prefix_sampling": False}
+MAPS = ("seg", "prob", "std", "entropy", "mutual_info")
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +74,14 @@ def test_inference_map_value_ranges(inferred):
     np.testing.assert_array_equal(maps["seg"], maps["prob"] > 0.5)
     assert 0 <= maps["prob"].min() and maps["prob"].max() <= 1
     assert 0 <= maps["std"].min() and maps["std"].max() <= 0.5
-    assert 0 <= maps["mi"].min() and (maps["mi"] <= maps["entropy"] + 1e-6).all()
+    assert 0 <= maps["mutual_info"].min() and (maps["mutual_info"] <= maps["entropy"] + 1e-6).all()
     assert maps["entropy"].max() <= math.log(2)
     assert maps["std"].max() > 0  # dropout was on
 
 
 def test_evaluate_writes_a_per_case_report(trained, tmp_path):
-    root, dirs = trained
-    run_bundle(BUNDLE, ["inference.json", "evaluate.json"], dataset_dir=dirs["dataset_dir"],
-               checkpoint=str(root / "models" / "model.pt"), output_dir=str(tmp_path), **FAST_INFER)
+    _, dirs = trained
+    run_bundle(BUNDLE, ["train.json", "evaluate.json"], **{**dirs, "output_dir": str(tmp_path)}, **FAST_EVAL)
     with open(tmp_path / "metrics_per_case.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and rows[0]["case"].startswith("BraTS2021_")  # the one held-out test case
@@ -90,6 +90,8 @@ def test_evaluate_writes_a_per_case_report(trained, tmp_path):
     assert summary["num_cases"] == 1 and summary["uncertainty"] == "pred_entropy"
     for name in ("dice_WT", "sensitivity_WT", "specificity_WT", "ece_WT"):
         assert 0 <= summary[name] <= 1, name
+    for name in MAPS:
+        assert (tmp_path / f"{rows[0]['case']}_{name}.nii.gz").is_file(), name
     assert (tmp_path / f"{rows[0]['case']}_uncertainty.png").is_file()
 
 
@@ -97,6 +99,11 @@ def test_regions_variant_writes_brats_labels(trained, tmp_path):
     _, dirs = trained
     dirs = {**dirs, "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
     run_bundle(BUNDLE, ["train.json", "regions.json"], epochs=1, **dirs, **SMALL)
+    test_dir = {**dirs, "output_dir": str(tmp_path / "test")}
+    run_bundle(BUNDLE, ["train.json", "regions.json", "evaluate.json"], **test_dir, **FAST_EVAL)
+    with open(tmp_path / "test" / "metrics_per_case.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["case", *(f"{m}_{r}" for m in VOLUME_METRICS for r in ("TC", "WT", "ET"))]
     datalist = brats_datalist(dirs["dataset_dir"])[:1]
     run_bundle(BUNDLE, ["inference.json", "regions.json"], datalist=datalist,
                checkpoint=str(tmp_path / "models" / "model.pt"), output_dir=str(tmp_path / "out"), **FAST_INFER)

@@ -94,12 +94,12 @@ def test_figures_of_brats_uncertainty_outputs(tmp_path, capsys):
     for item in monai_seg.data.brats_datalist(tmp_path / "data"):
         seg = nib.load(item["label"])
         prob = (np.asarray(seg.dataobj) > 0).astype(np.float32)
-        for name, array in (("prob", prob), ("std", 0.5 * prob * (1 - prob) + 0.1 * prob), ("mi", prob / 4)):
+        for name, array in (("prob", prob), ("std", 0.5 * prob * (1 - prob) + 0.1 * prob), ("mutual_info", prob / 4)):
             nib.save(nib.Nifti1Image(array, seg.affine), out / f"{item['case']}_{name}.nii.gz")
-    main(["figures", str(out), "--dataset_dir", str(tmp_path / "data"), "--maps", "std", "mi"])
+    main(["figures", str(out), "--dataset_dir", str(tmp_path / "data"), "--maps", "std", "mutual_info"])
     written = capsys.readouterr().out.split()
     assert [f.split("/")[-1] for f in written] == [
-        f"BraTS2021_0000{k}_{m}.png" for k in (0, 1) for m in ("std", "mi")
+        f"BraTS2021_0000{k}_{m}.png" for k in (0, 1) for m in ("std", "mutual_info")
     ]
     assert Image.open(written[0]).size[0] > 500
     other = make_brats_demo(tmp_path / "other", num_cases=1, shape=(32, 32, 12), seed=1)  # another case only

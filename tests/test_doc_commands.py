@@ -54,6 +54,7 @@ from monai.bundle.utils import DEFAULT_MLFLOW_SETTINGS
 
 import monai_seg.cli
 import monai_seg.data
+from tests.bundle_utils import ROLE_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 DOC_FILES = sorted(REPO.glob("bundles/*/docs/README.md")) + [REPO / "README.md"] + sorted(REPO.glob("docs/*.md"))
@@ -88,10 +89,6 @@ TINY: dict[str, dict[str, dict]] = {
     },
 }
 """Per bundle: demo-data sizes (``make_<layout>_demo`` arguments), overrides, and overrides per variant file."""
-
-ROLE_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "multi_gpu_inference.json",
-              "metadata.json")
-"""Config files of a bundle's entry points; any other (``r2unet.json``) is a variant merged on top."""
 
 TESTED_ELSEWHERE = {"monai_seg.experiments": ("tests/test_experiments.py", "monai_seg.experiments.cli.parse_args")}
 """Modules whose commands take minutes even in their quick mode -> (the test that runs each of their commands,

@@ -142,15 +142,14 @@ def test_retina_learns_vessels_inside_the_fov(tmp_path):
 
 
 def test_brats_learns_the_whole_tumour(tmp_path):
-    """Volume Dice of the Monte-Carlo inference (``inference.json`` + ``evaluate.json``) on the held-out test cases."""
+    """Volume Dice of the Monte-Carlo evaluation (``train.json`` + ``evaluate.json``) on the held-out test cases."""
     bundle = "brats_mri_uncertainty"
     data = make_brats_demo(str(tmp_path / "data"), num_cases=6, shape=(48, 48, 16))
     split = {"val_fraction": 0.2, "test_fraction": 0.34}  # 3 training, 1 validation, 2 test cases
     net = {"network_def#channels": [8, 16, 32], "network_def#blocks": [1, 1, 1], "spatial_size": [32, 32]}
-    train(bundle, tmp_path, data, epochs=15, batch_size=16, **split, **net)  # the bundle's learning rate
-    run_bundle(bundle, ["inference.json", "evaluate.json"], dataset_dir=data, output_dir=str(tmp_path / "out"),
-               checkpoint=str(tmp_path / "models" / "model.pt"), seed=SEED, num_workers=0, num_samples=3,
-               sample_batch=3, **split, **net)
+    dirs = train(bundle, tmp_path, data, epochs=15, batch_size=16, **split, **net)  # the bundle's learning rate
+    run_bundle(bundle, ["train.json", "evaluate.json"], **{**dirs, "output_dir": str(tmp_path / "out")}, **COMMON,
+               num_samples=3, sample_batch=3, **split, **net)
     dice = np.mean(read_column(tmp_path / "out" / "metrics_per_case.csv", "dice_WT"))
     test = brats_split(data, seed=SEED, validate=False, **split)["test"]
     masks = [nib.load(item["label"]).get_fdata() > 0 for item in test]  # the whole tumour: any tumour label

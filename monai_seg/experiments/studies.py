@@ -481,7 +481,7 @@ def uncertainty(ctx: ExperimentContext, samples: Sequence[int] = (1, 5, 10, 20, 
     """MC-dropout samples T against uncertainty quality, dropout everywhere against decoder-only.
 
     One training per dropout location (``network_def#dropout_location``), then one evaluation
-    (``inference.json`` + ``evaluate.json``, the held-out test cases) per T. The columns are the
+    (``train.json`` + ``evaluate.json``, the held-out test cases) per T. The columns are the
     report's whole-tumour means over cases: ``dice``, ``uncertainty_auroc`` (the uncertainty map,
     predictive entropy by default, as a detector of the voxel errors inside the brain) and ``ece``.
 
@@ -511,7 +511,7 @@ def uncertainty(ctx: ExperimentContext, samples: Sequence[int] = (1, 5, 10, 20, 
             infer = ctx.settings(BRATS_QUICK, **net, num_samples=t, sample_batch=min(t, 5))
 
             def evaluate(folder: Path, infer: Mapping[str, Any] = infer) -> dict[str, Any]:
-                ctx.bundle.run(["inference.json", "evaluate.json"], checkpoint=str(train_dir / "models" / "model.pt"),
+                ctx.bundle.run(["train.json", "evaluate.json"], ckpt_dir=str(train_dir / "models"),
                                output_dir=str(folder), overwrite=True, **data, **infer)
                 summary = json.loads((folder / "metrics_summary.json").read_text())
                 values = {k: summary[f"{k}_WT"] for k in ("dice", "uncertainty_auroc", "ece")}
