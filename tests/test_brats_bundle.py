@@ -15,7 +15,7 @@ from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_ne
 from PIL import Image
 
 from monai_seg.data import brats_datalist, make_brats_demo
-from monai_seg.metrics import VOLUME_METRICS, compute_volume_metrics
+from monai_seg.metrics import QUBRATS_METRICS, VOLUME_METRICS, compute_volume_metrics
 from monai_seg.networks import ResUNet
 from tests.bundle_utils import BUNDLES, SCHEMA, config_files, run_bundle
 
@@ -79,17 +79,31 @@ def test_inference_map_value_ranges(inferred):
     assert maps["std"].max() > 0  # dropout was on
 
 
+
+def report_columns(regions: tuple[str, ...]) -> list[str]:
+    """The columns of the BraTS report after ``case``: volume metrics, QU-BraTS of three maps, triage score."""
+    qubrats = [f"qubrats_{m}_{name}_{r}" for name in ("std", "entropy", "mutual_info") for m in QUBRATS_METRICS
+               for r in regions]
+    return [f"{m}_{r}" for m in VOLUME_METRICS for r in regions] + qubrats + ["triage_score"]
+
 def test_evaluate_writes_a_per_case_report(trained, tmp_path):
     _, dirs = trained
     run_bundle(BUNDLE, ["train.json", "evaluate.json"], **{**dirs, "output_dir": str(tmp_path)}, **FAST_EVAL)
     with open(tmp_path / "metrics_per_case.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and rows[0]["case"].startswith("BraTS2021_")  # the one held-out test case
-    assert list(rows[0]) == ["case", *(f"{m}_WT" for m in VOLUME_METRICS)]
+    assert list(rows[0]) == ["case", *report_columns(("WT",))]
     summary = json.loads((tmp_path / "metrics_summary.json").read_text())
     assert summary["num_cases"] == 1 and summary["uncertainty"] == "pred_entropy"
-    for name in ("dice_WT", "sensitivity_WT", "specificity_WT", "ece_WT"):
+    for name in ("dice_WT", "sensitivity_WT", "specificity_WT", "ece_WT", "triage_score", "retention_auc"):
         assert 0 <= summary[name] <= 1, name
+    for name in ("std", "entropy", "mutual_info"):  # the QU-BraTS score of each map, in [0, 1]
+        assert 0 <= summary[f"qubrats_score_{name}_WT"] <= 1, name
+    # one case: nothing to refer, the curve is that case's Dice
+    assert summary["retention_auc"] == summary["retention_oracle_auc"] == pytest.approx(summary["dice_WT"])
+    with open(tmp_path / "triage_cases.csv") as f:
+        assert [r["case"] for r in csv.DictReader(f)] == [rows[0]["case"]]
+    assert Image.open(tmp_path / "retention_curve.png").size[0] > 200
     for name in MAPS:
         assert (tmp_path / f"{rows[0]['case']}_{name}.nii.gz").is_file(), name
     assert (tmp_path / f"{rows[0]['case']}_uncertainty.png").is_file()
@@ -103,7 +117,7 @@ def test_regions_variant_writes_brats_labels(trained, tmp_path):
     run_bundle(BUNDLE, ["train.json", "regions.json", "evaluate.json"], **test_dir, **FAST_EVAL)
     with open(tmp_path / "test" / "metrics_per_case.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["case", *(f"{m}_{r}" for m in VOLUME_METRICS for r in ("TC", "WT", "ET"))]
+    assert list(rows[0]) == ["case", *report_columns(("TC", "WT", "ET"))]
     datalist = brats_datalist(dirs["dataset_dir"])[:1]
     run_bundle(BUNDLE, ["inference.json", "regions.json"], datalist=datalist,
                checkpoint=str(tmp_path / "models" / "model.pt"), output_dir=str(tmp_path / "out"), **FAST_INFER)

@@ -23,8 +23,12 @@ from monai.utils import ImageMetaKey, evenly_divisible_all_gather, string_list_a
 
 from monai_seg.handlers.utils import item_case_name
 from monai_seg.metrics.brats import VOLUME_METRICS, compute_volume_metrics
+from monai_seg.metrics.qubrats import QUBRATS_METRICS, compute_qubrats_score
 from monai_seg.metrics.segmentation import BinarySegmentationMetrics, write_segmentation_report
+from monai_seg.metrics.triage import compute_retention_curve, compute_triage_score, write_retention_curve
+from monai_seg.metrics.uncertainty import max_uncertainty
 from monai_seg.utils import atomic_write_csv, atomic_write_text
+from monai_seg.visualize import save_retention_curve
 
 __all__ = ["ReportHandler", "SegmentationReport", "BraTSReport"]
 
@@ -192,10 +196,18 @@ class BraTSReport(ReportHandler):
     (:func:`~monai_seg.metrics.compute_volume_metrics`) and, at the end of the run, writes a per-case CSV
     and a summary JSON (both atomically).
 
-    The CSV has one row per case: ``case`` and ``<metric>_<region>`` for every metric of
-    :data:`~monai_seg.metrics.VOLUME_METRICS` and region. The JSON holds the mean of each column over
-    the cases (ignoring NaN), the number of cases, the threshold and the name of the uncertainty map. In
-    multi-GPU evaluation the rows are gathered and rank ``save_rank`` writes the files.
+    The CSV has one row per case: ``case``, ``<metric>_<region>`` for every metric of
+    :data:`~monai_seg.metrics.VOLUME_METRICS` and region, ``qubrats_<metric>_<map>_<region>`` for every
+    QU-BraTS value (:data:`~monai_seg.metrics.QUBRATS_METRICS`) of every map of ``qubrats_keys``
+    (:func:`~monai_seg.metrics.compute_qubrats_score`, each map scaled to [0, 100] by its largest possible
+    value, the brain as mask), and ``triage_score``: the ``uncertainty_key`` map averaged over the
+    predicted structures and a ``band``-voxel ring around them, mean over the regions
+    (:func:`~monai_seg.metrics.compute_triage_score`). The JSON holds the mean of each column over
+    the cases (ignoring NaN), the number of cases, the threshold, the name of the uncertainty map and the
+    areas of the retention curve. The retention curve (mean Dice over the regions of the cases kept when
+    the most uncertain are referred first, :func:`~monai_seg.metrics.compute_retention_curve`) is written as
+    ``retention_curve.csv``, ``triage_cases.csv`` (the cases in review order) and ``retention_curve.png``.
+    In multi-GPU evaluation the rows are gathered and rank ``save_rank`` writes the files.
 
     It reads the decollated ``engine.state.output`` items after ``postprocessing``: all maps must
     be on the label's grid (``Invertd`` them first).
@@ -204,11 +216,15 @@ class BraTSReport(ReportHandler):
         output_dir: folder of the report files.
         regions: names of the label / probability channels, e.g. ``("WT",)`` or ``("TC", "WT", "ET")``.
         prob_key: key of the mean probability (C, *spatial).
-        uncertainty_key: key of the uncertainty map (C, *spatial).
+        uncertainty_key: key of the uncertainty map (C, *spatial) of the volume metrics and the triage score.
+        qubrats_keys: keys of the maps scored by QU-BraTS, ``pred_<map>`` with ``<map>`` one of ``std``,
+            ``entropy``, ``mutual_info`` (which sets its largest value).
         label_key: key of the binary ground truth (C, *spatial).
         image_key: key of the input image; its non-zero voxels are the brain, its file names the case.
         threshold: probability threshold of the prediction.
+        activation: ``"sigmoid"`` or ``"softmax"``, the activation of the probabilities (bounds the entropies).
         num_bins: probability bins of the calibration error.
+        band: width in voxels of the ring around the predicted structures that the triage score includes.
         per_case_filename: name of the CSV file.
         summary_filename: name of the JSON file.
         save_rank: rank that writes the files in multi-GPU evaluation.
@@ -221,10 +237,13 @@ class BraTSReport(ReportHandler):
         regions: Sequence[str] = ("WT",),
         prob_key: str = "pred_prob",
         uncertainty_key: str = "pred_entropy",
+        qubrats_keys: Sequence[str] = ("pred_std", "pred_entropy", "pred_mutual_info"),
         label_key: str = "label",
         image_key: str = "image",
         threshold: float = 0.5,
+        activation: str = "sigmoid",
         num_bins: int = 10,
+        band: int = 2,
         per_case_filename: str = "metrics_per_case.csv",
         summary_filename: str = "metrics_summary.json",
         save_rank: int = 0,
@@ -234,10 +253,13 @@ class BraTSReport(ReportHandler):
         self.regions = tuple(regions)
         self.prob_key = prob_key
         self.uncertainty_key = uncertainty_key
+        self.qubrats_keys = tuple(qubrats_keys)
         self.label_key = label_key
         self.image_key = image_key
         self.threshold = threshold
+        self.activation = activation
         self.num_bins = num_bins
+        self.band = band
         self.per_case_filename = per_case_filename
         self.summary_filename = summary_filename
         self._cases: list[str] = []
@@ -245,8 +267,27 @@ class BraTSReport(ReportHandler):
 
     @property
     def columns(self) -> list[str]:
-        """The metric columns of the CSV, ``<metric>_<region>``."""
-        return [f"{metric}_{region}" for metric in VOLUME_METRICS for region in self.regions]
+        """The metric columns of the CSV: ``<metric>_<region>``, ``qubrats_<metric>_<map>_<region>``, ``triage_score``."""
+        qubrats = [
+            f"qubrats_{metric}_{key.removeprefix('pred_')}_{region}"
+            for key in self.qubrats_keys
+            for metric in QUBRATS_METRICS
+            for region in self.regions
+        ]
+        return [f"{metric}_{region}" for metric in VOLUME_METRICS for region in self.regions] + qubrats + ["triage_score"]
+
+    def _qubrats(self, item: Mapping, brain: torch.Tensor) -> list[torch.Tensor]:
+        """The QU-BraTS values of every map of ``qubrats_keys`` for one case, in the order of :attr:`columns`."""
+        label = item[self.label_key][None]
+        prediction = item[self.prob_key][None] > self.threshold
+        values = []
+        for key in self.qubrats_keys:
+            if key not in item:
+                raise ValueError(f"BraTSReport: the evaluator output has no map {key!r} (it has {sorted(item)}).")
+            largest = max_uncertainty(key.removeprefix("pred_"), self.activation, len(self.regions))
+            scores = compute_qubrats_score(prediction, label, item[key][None], (0.0, largest), brain[None])
+            values += [scores[metric][0] for metric in QUBRATS_METRICS]
+        return values
 
     def _started(self, _engine: Engine) -> None:
         self._cases, self._rows = [], []
@@ -262,17 +303,41 @@ class BraTSReport(ReportHandler):
             label = item[self.label_key]
             if label.shape[0] != len(self.regions):
                 raise ValueError(f"label has {label.shape[0]} channels but regions are {self.regions}.")
+            brain = (item[self.image_key] != 0).any(0)
             metrics = compute_volume_metrics(
                 item[self.prob_key],
                 item[self.uncertainty_key],
                 label,
-                (item[self.image_key] != 0).any(0),
+                brain,
                 spacing=_spacing(label),
                 threshold=self.threshold,
                 num_bins=self.num_bins,
             )
+            triage = compute_triage_score(
+                item[self.uncertainty_key][None], item[self.prob_key][None] > self.threshold, band=self.band,
+                mask=brain[None, None],
+            ).mean()
             self._cases.append(item_case_name(item, self.image_key) or str(len(self._cases)))
-            self._rows.append(torch.cat([metrics[name] for name in VOLUME_METRICS]))
+            values = [metrics[name] for name in VOLUME_METRICS] + self._qubrats(item, brain[None]) + [triage[None]]
+            self._rows.append(torch.cat([value.reshape(-1).float().cpu() for value in values]))
+
+    def _write_retention(self, rows: torch.Tensor, cases: Sequence[str]) -> dict[str, float]:
+        """Write the retention curve of the cases (mean Dice over the regions against ``triage_score``).
+
+        Returns:
+            the areas under the model's, the random and the oracle curve, for the summary.
+        """
+        dice = rows[:, [self.columns.index(f"dice_{region}") for region in self.regions]].nanmean(dim=1)
+        curve = compute_retention_curve(dice.nan_to_num(0.0), rows[:, self.columns.index("triage_score")])
+        write_retention_curve(
+            curve,
+            os.path.join(self.output_dir, "retention_curve.csv"),
+            os.path.join(self.output_dir, "triage_cases.csv"),
+            case_ids=cases,
+        )
+        save_retention_curve(curve, os.path.join(self.output_dir, "retention_curve.png"), "mean Dice")
+        return {"retention_auc": curve.auc, "retention_random_auc": curve.random_auc,
+                "retention_oracle_auc": curve.oracle_auc}
 
     def _finalize(self, _engine: Engine) -> None:
         """Gather the rows from all ranks and write the report on ``save_rank``."""
@@ -291,5 +356,7 @@ class BraTSReport(ReportHandler):
         os.makedirs(self.output_dir, exist_ok=True)
         atomic_write_csv(os.path.join(self.output_dir, self.per_case_filename), ["case", *self.columns],
                          ([case, *values] for case, values in zip(cases, rows.tolist())))
+        if len(cases) > 0:
+            summary.update(self._write_retention(rows, cases))
         atomic_write_text(os.path.join(self.output_dir, self.summary_filename), json.dumps(summary, indent=2) + "\n")
         self.logger.info(f"BraTS report of {len(cases)} cases written to {self.output_dir}: {summary}")
