@@ -2,13 +2,14 @@
 
 Every layout is a short declaration (:class:`~monai_seg.data.layouts.Layout`) registered by name:
 ``nerve`` (Kaggle 2016 ultrasound nerve, with RLE and submission files), ``brats``, ``isic``, ``drive`` and
-``xray``. :func:`load_datalist` reads a section of any of them and checks every file, naming the bad
+``xray``, and for your own data ``decathlon`` (a MONAI datalist JSON) and ``nnunet`` (an nnU-Net raw
+dataset). :func:`load_datalist` reads a section of any of them and checks every file, naming the bad
 file (or, with ``skip_invalid``, logging and dropping the bad case: :func:`check_cases`);
 :func:`load_split` splits by subject or case (never by slice or image) or takes the official sections;
 :func:`ensure_demo` writes a deterministic demo dataset in the layout.
 """
 
-from . import brats, drive, isic, nerve, xray
+from . import brats, drive, generic, isic, nerve, xray
 from .brats import (
     BRATS_LABEL_VALUES,
     BRATS_MODALITIES,

@@ -102,6 +102,8 @@ class Layout:
         options: the layout's own keyword arguments and their defaults (e.g. ``{"num_classes": 3}``).
         read: ``read(layout, dataset_dir, section, labels, skip_invalid, **options)`` replacing the folder scan
             for layouts that are not flat folders of named files (case folders, a datalist JSON).
+        has_section: ``has_section(dataset_dir, section)``: whether a dataset has the section (default: its
+            folder exists); a dataset with a ``val`` section is split as given.
     """
 
     name: str
@@ -114,6 +116,8 @@ class Layout:
     suffixes: tuple[str, ...] | None = IMAGE_SUFFIXES
     options: Mapping[str, Any] = field(default_factory=dict)
     read: Callable[..., list[dict]] | None = None
+    has_section: Callable[[str, str], bool] = lambda dataset_dir, section: os.path.isdir(os.path.join(dataset_dir,
+                                                                                                      section))
 
 
 _LAYOUTS: dict[str, Layout] = {}
@@ -322,9 +326,10 @@ def load_split(
 ) -> dict[str, list[dict]]:
     """Training and validation datalists of a dataset (and test, for layouts without a test section).
 
-    A layout with a grouping key (:attr:`Layout.group`) is split by group, never splitting a subject or
-    case: a random split (:func:`group_split`) or fold ``fold`` of ``num_folds`` (:func:`group_kfold`);
-    a layout without is read from its official ``train`` and ``val`` sections.
+    The official ``train`` and ``val`` sections where the dataset has them (or the layout has no grouping
+    key); otherwise a split by the layout's grouping key (:attr:`Layout.group`), never splitting a subject
+    or case: a random split (:func:`group_split`) or fold ``fold`` of ``num_folds``, the items' own
+    ``fold`` keys where every item has one, else :func:`group_kfold`.
 
     Args:
         layout: a registered layout name or a :class:`Layout`.
@@ -348,11 +353,14 @@ def load_split(
     layout = get_layout(layout)
     read = partial(load_datalist, layout, dataset_dir, labels="required", validate=validate,
                    skip_invalid=skip_invalid, **options)
-    if layout.group is None:
+    if layout.group is None or ("val" in layout.sections and layout.has_section(os.fspath(dataset_dir), "val")):
         split = {section: read(section) for section in ("train", "val")}
         check_disjoint_ids(split)
         return split
     datalist = read()
+    if fold is not None and datalist and all("fold" in item for item in datalist):
+        return {"train": [item for item in datalist if item["fold"] != fold],
+                "val": [item for item in datalist if item["fold"] == fold]}
     if fold is not None:
         return group_kfold(datalist, layout.group, num_folds, fold, seed)
     fractions = {"test": test_fraction} if layout.holds_out_test else {}
