@@ -331,3 +331,23 @@ def test_ensure_demo_moves_a_complete_dataset_into_place(tmp_path):
     root = ensure_demo("isic", tmp_path / "isic", num_train=1, num_val=1, num_test=1)
     assert root == str(tmp_path / "isic") and sorted(os.listdir(root)) == ["test", "train", "val"]  # no staging left
     load_split("isic", root)
+
+
+# ---------------------------------------------------------------------------------------------- patient PNG layout
+
+
+def test_patient_layout_splits_by_patient_and_names_bad_files(tmp_path):
+    root = make_demo("patients", tmp_path / "data", num_patients=5, images_per_patient=3, num_test=2, size=(24, 32))
+    assert make_demo("patients", tmp_path / "again", num_patients=5, images_per_patient=3, num_test=2, size=(24, 32))
+    assert (tmp_path / "data/train/P003_0002.png").read_bytes() == (tmp_path / "again/train/P003_0002.png").read_bytes()
+    train = load_datalist("patients", root)
+    assert train[0] == {"image": str(tmp_path / "data/train/P001_0001.png"),
+                        "label": str(tmp_path / "data/train/P001_0001_mask.png"),
+                        "patient": 1, "img": 1, "id": "P001_0001"}
+    split = load_split("patients", root, val_fraction=0.4, seed=2)
+    assert len({i["patient"] for i in split["val"]}) == 2
+    assert not {i["patient"] for i in split["train"]} & {i["patient"] for i in split["val"]}
+    assert [i["id"] for i in load_datalist("patients", root, "test")] == ["P006_0001", "P007_0001"]
+    os.remove(tmp_path / "data/train/P002_0003_mask.png")
+    with pytest.raises(ValueError, match=r"Image .*P002_0003.png has no label file .*P002_0003_mask.png"):
+        load_split("patients", root)

@@ -9,7 +9,7 @@ file (or, with ``skip_invalid``, logging and dropping the bad case: :func:`check
 :func:`ensure_demo` writes a deterministic demo dataset in the layout.
 """
 
-from . import brats, drive, generic, isic, nerve, xray
+from . import brats, drive, generic, isic, nerve, patients, xray
 from .brats import (
     BRATS_LABEL_VALUES,
     BRATS_MODALITIES,

@@ -4,6 +4,6 @@
 for bundle configs); each module registers its generator with its layout (:func:`register_demo`).
 """
 
-from . import brats, drive, isic, nerve, xray
+from . import brats, drive, isic, nerve, patients, xray
 from .base import ensure_demo, has_demo, make_demo, register_demo, smooth_noise
 from .nerve import NERVE_DEMO_STYLES, make_nerve_test_images
