@@ -39,6 +39,8 @@ __all__ = [
     "BRATS_LABEL_VALUES",
     "BRATS_REGIONS",
     "BRATS_LAYOUT",
+    "read_case_folders",
+    "check_brats_case",
     "brats_label_values",
     "brats_case_name",
     "brats_name_formatter",

@@ -37,6 +37,7 @@ __all__ = [
     "register_layout",
     "get_layout",
     "layout_names",
+    "scan_section",
     "load_datalist",
     "validate_datalist",
     "load_split",

@@ -21,7 +21,7 @@ import tifffile
 from .layouts import FileKind, Layout, Section, register_layout
 from .validation import check_finite
 
-__all__ = ["NERVE_LAYOUT"]
+__all__ = ["NERVE_LAYOUT", "check_nerve_item"]
 
 
 def _read_tif(path: str, read_data: bool) -> tuple[tuple[int, ...], np.ndarray | None]:
