@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -36,7 +35,6 @@ tqdm, _ = optional_import("tqdm", name="tqdm")
 __all__ = ["UNCERTAINTY_MAPS", "BundleInfo", "bundle_info", "default_bundles_dir", "find_bundle", "list_bundles", "main",
            "render_figures", "write_demo"]
 
-_DEMO_PATTERN = re.compile(r"monai_seg\.data\.ensure_(\w+)_demo\(")
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
 UNCERTAINTY_MAPS: tuple[str, ...] = tuple(name for name in DEFAULT_MAPS if name != "mean")
 """The uncertainty maps of :class:`~monai_seg.inferers.MCDropoutInferer`, also the output postfixes of the BraTS
@@ -52,8 +50,8 @@ class BundleInfo:
         root: the bundle folder.
         task: ``task`` of ``configs/metadata.json``.
         net: class name of ``network_def`` in ``configs/train.json``.
-        layout: the data layout, the ``<layout>`` of ``monai_seg.data.ensure_<layout>_demo`` that
-            ``configs/train.json`` calls (None when it has no demo data).
+        layout: the data layout, the ``layout`` id of ``configs/train.json`` (a name of
+            :func:`monai_seg.data.layout_names`; None when the config has none).
     """
 
     name: str
@@ -87,8 +85,7 @@ def bundle_info(root: str | os.PathLike) -> BundleInfo:
     task = _read_json(metadata).get("task", "")
     train = _read_json(train_file)
     net = str(train.get("network_def", {}).get("_target_", "?")).rsplit(".", 1)[-1]
-    demo = _DEMO_PATTERN.search(train_file.read_text())
-    return BundleInfo(root.name, root, task, net, demo.group(1) if demo else None)
+    return BundleInfo(root.name, root, task, net, train.get("layout"))
 
 
 def list_bundles(bundles_dir: str | os.PathLike | None = None) -> list[BundleInfo]:
@@ -147,7 +144,7 @@ def _file_progress(folder: str, description: str, interval: float = 0.5) -> Iter
 
 def write_demo(bundle: str, out_dir: str, overwrite: bool = False, seed: int = 0,
                bundles_dir: str | os.PathLike | None = None) -> str:
-    """Write the demo dataset of ``bundle`` (``monai_seg.data.make_<layout>_demo``, defaults) into ``out_dir``.
+    """Write the demo dataset of ``bundle``'s layout (:func:`monai_seg.data.make_demo`, defaults) into ``out_dir``.
 
     Args:
         bundle: bundle name.
@@ -161,11 +158,10 @@ def write_demo(bundle: str, out_dir: str, overwrite: bool = False, seed: int = 0
         FileExistsError: when the dataset exists and ``overwrite`` is False.
     """
     info = find_bundle(bundle, bundles_dir)
-    if info.layout is None:
-        raise ValueError(f"Bundle {bundle} has no demo data (its configs/train.json calls no ensure_*_demo).")
-    make_demo = getattr(monai_seg.data, f"make_{info.layout}_demo")
+    if info.layout is None or not monai_seg.data.has_demo(info.layout):
+        raise ValueError(f"Bundle {bundle} has no demo data (the layout of its configs/train.json: {info.layout}).")
     with _file_progress(out_dir, f"{info.layout} demo data"):
-        return make_demo(out_dir, seed=seed, overwrite=overwrite)
+        return monai_seg.data.make_demo(info.layout, out_dir, seed=seed, overwrite=overwrite)
 
 
 def _image_index(dataset_dir: str) -> dict[str, list[str]]:
@@ -233,7 +229,8 @@ def render_figures(output_dir: str, dataset_dir: str | None = None, num_images: 
     load = LoadImage(image_only=True, ensure_channel_first=True)
     written = []
     if cases:
-        images = {item["case"]: item["image"][0] for item in monai_seg.data.brats_datalist(dataset_dir, label="none")}
+        volumes = monai_seg.data.load_datalist("brats", dataset_dir, labels="none", validate=False)
+        images = {item["case"]: item["image"][0] for item in volumes}
         for case in tqdm(cases, desc="uncertainty figures", file=sys.stderr):
             if case not in images:
                 raise ValueError(f"Output {case}_prob.nii.gz has no case folder {case} in {dataset_dir}.")

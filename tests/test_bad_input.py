@@ -19,20 +19,11 @@ from monai.data import MetaTensor
 from PIL import Image
 
 from monai_seg.data import (
-    brats_datalist,
-    brats_split,
-    isic_datalist,
-    isic_split,
-    make_brats_demo,
-    make_nerve_demo,
-    nerve_datalist,
-    nerve_split,
+    load_datalist,
+    load_split,
+    make_demo,
     read_train_masks_csv,
-    validate_brats,
-    validate_isic_pairs,
-    validate_nerve_pairs,
-    validate_xray_pairs,
-    xray_datalist,
+    validate_datalist,
 )
 from monai_seg.engines import check_network_input
 from monai_seg.networks import ResUNet, TwoHeadUNet
@@ -97,7 +88,7 @@ def xray(root):
 
 
 def brats(root):
-    return make_brats_demo(root, num_cases=1, shape=VOLUME)
+    return make_demo("brats", root, num_cases=1, shape=VOLUME)
 
 
 def brats_file(root, modality):
@@ -126,7 +117,7 @@ def net_item(shape, name="case_7.png"):
 def _nerve_truncated_image(tmp):
     root = nerve(tmp)
     truncate(root / "train" / "1_2.tif")
-    return lambda: validate_nerve_pairs(nerve_datalist(root)), root / "train" / "1_2.tif"
+    return lambda: load_datalist("nerve", root), root / "train" / "1_2.tif"
 
 
 def _nerve_mask_128(tmp):
@@ -134,7 +125,7 @@ def _nerve_mask_128(tmp):
     mask = binary()
     mask[0, 0] = 128
     write_tif(root / "train" / "2_1_mask.tif", mask)
-    return lambda: validate_nerve_pairs(nerve_datalist(root)), root / "train" / "2_1_mask.tif"
+    return lambda: load_datalist("nerve", root), root / "train" / "2_1_mask.tif"
 
 
 def _nerve_inf(tmp):
@@ -142,70 +133,70 @@ def _nerve_inf(tmp):
     image = np.full(SHAPE, 0.5, np.float32)
     image[2, 3] = np.inf
     write_tif(root / "train" / "1_1.tif", image, dtype=np.float32)
-    return lambda: validate_nerve_pairs(nerve_datalist(root)), root / "train" / "1_1.tif"
+    return lambda: load_datalist("nerve", root), root / "train" / "1_1.tif"
 
 
 def _nerve_duplicate_id(tmp):
     root = nerve(tmp)
     write_tif(root / "train" / "1_01.tif", np.zeros(SHAPE))
-    return lambda: nerve_datalist(root), root / "train" / "1_01.tif"
+    return lambda: load_datalist("nerve", root, validate=False), root / "train" / "1_01.tif"
 
 
 def _nerve_empty_dir(tmp):
     (tmp / "train").mkdir()
-    return lambda: nerve_split(tmp), tmp / "train"
+    return lambda: load_split("nerve", tmp), tmp / "train"
 
 
 def _isic_missing_dir(tmp):
-    return lambda: isic_split(tmp), tmp / "train"
+    return lambda: load_split("isic", tmp), tmp / "train"
 
 
 def _isic_garbled_image(tmp):
     root = isic(tmp / "train")
     garble(root / "ISIC_0000002.png")
-    return lambda: validate_isic_pairs(isic_datalist(root)), root / "ISIC_0000002.png"
+    return lambda: load_datalist("isic", tmp, "train", labels="required"), root / "ISIC_0000002.png"
 
 
 def _isic_size_mismatch(tmp):
     root = isic(tmp / "train")
     write_png(root / "ISIC_0000001_segmentation.png", binary((6, 9)))
-    return lambda: validate_isic_pairs(isic_datalist(root)), root / "ISIC_0000001_segmentation.png"
+    return lambda: load_datalist("isic", tmp, "train", labels="required"), root / "ISIC_0000001_segmentation.png"
 
 
 def _isic_grayscale(tmp):
     root = isic(tmp / "train")
     write_png(root / "ISIC_0000002.png", np.full(SHAPE, 120, np.uint8))
-    return lambda: validate_isic_pairs(isic_datalist(root)), root / "ISIC_0000002.png"
+    return lambda: load_datalist("isic", tmp, "train", labels="required"), root / "ISIC_0000002.png"
 
 
 def _isic_missing_mask(tmp):
     root = isic(tmp / "train")
     os.remove(root / "ISIC_0000002_segmentation.png")
-    return lambda: isic_datalist(root), root / "ISIC_0000002.png"
+    return lambda: load_datalist("isic", tmp, "train", labels="required", validate=False), root / "ISIC_0000002.png"
 
 
 def _isic_id_in_train_and_val(tmp):
     isic(tmp / "train", ids=(1, 2))
     isic(tmp / "val", ids=(2, 3))
-    return lambda: isic_split(tmp), tmp / "val" / "ISIC_0000002.png"
+    return lambda: load_split("isic", tmp), tmp / "val" / "ISIC_0000002.png"
 
 
 def _xray_truncated_image(tmp):
     root = xray(tmp)
     truncate(root / "train" / "images" / "a.png", drop=200)
-    return lambda: validate_xray_pairs(xray_datalist(root)), root / "train" / "images" / "a.png"
+    return lambda: load_datalist("xray", root), root / "train" / "images" / "a.png"
 
 
 def _xray_truncated_mask(tmp):
     root = xray(tmp)
     truncate(root / "train" / "masks" / "a.png", drop=100)
-    return lambda: validate_xray_pairs(xray_datalist(root)), root / "train" / "masks" / "a.png"
+    return lambda: load_datalist("xray", root), root / "train" / "masks" / "a.png"
 
 
 def _xray_class_out_of_range(tmp):
     root = xray(tmp)
     write_png(root / "train" / "masks" / "a.png", np.full((32, 32), 5, np.uint8))
-    return lambda: validate_xray_pairs(xray_datalist(root), num_classes=3), root / "train" / "masks" / "a.png"
+    return lambda: load_datalist("xray", root, num_classes=3), root / "train" / "masks" / "a.png"
 
 
 def _brats_truncated(tmp):
@@ -213,31 +204,31 @@ def _brats_truncated(tmp):
     noise = np.random.default_rng(0).standard_normal((8, 8, 64)).astype(np.float32)  # 16 kB, hardly compressible
     rewrite_nifti(brats_file(root, "t1"), noise)
     truncate(brats_file(root, "t1"), drop=400)  # the header stays readable, the voxels end early
-    return lambda: validate_brats(brats_datalist(root)), brats_file(root, "t1")
+    return lambda: load_datalist("brats", root, labels="required"), brats_file(root, "t1")
 
 
 def _brats_missing_modality(tmp):
     root = brats(tmp)
     os.remove(brats_file(root, "t1ce"))
-    return lambda: brats_split(root), brats_file(root, "t1ce")
+    return lambda: load_split("brats", root), brats_file(root, "t1ce")
 
 
 def _brats_shape(tmp):
     root = brats(tmp)
     rewrite_nifti(brats_file(root, "t2"), np.zeros((8, 8, 5), np.int16))
-    return lambda: validate_brats(brats_datalist(root)), brats_file(root, "t2")
+    return lambda: load_datalist("brats", root, labels="required"), brats_file(root, "t2")
 
 
 def _brats_affine(tmp):
     root = brats(tmp)
     rewrite_nifti(brats_file(root, "flair"), affine=np.diag([1.0, 1.0, 1.0, 1.0]))
-    return lambda: validate_brats(brats_datalist(root)), brats_file(root, "t1")
+    return lambda: load_datalist("brats", root, labels="required"), brats_file(root, "t1")
 
 
 def _brats_label_3_in_2019(tmp):
     root = brats(tmp)
     rewrite_nifti(brats_file(root, "seg"), np.full(VOLUME, 3, np.uint8))
-    return lambda: validate_brats(brats_datalist(root), "2019"), brats_file(root, "seg")
+    return lambda: load_datalist("brats", root, labels="required", label_convention="2019"), brats_file(root, "seg")
 
 
 def _brats_nan(tmp):
@@ -245,7 +236,7 @@ def _brats_nan(tmp):
     volume = np.ones(VOLUME, np.float32)
     volume[1, 2, 3] = np.nan
     rewrite_nifti(brats_file(root, "t1ce"), volume)
-    return lambda: validate_brats(brats_datalist(root)), brats_file(root, "t1ce")
+    return lambda: load_datalist("brats", root, labels="required"), brats_file(root, "t1ce")
 
 
 def _rle_odd(tmp):
@@ -320,7 +311,7 @@ def test_skip_invalid_logs_skips_and_counts(tmp_path, caplog, skip_invalid):
     write_tif(root / "train" / "2_1_mask.tif", binary() // 2)  # validation stage: values 0/127
     truncate(root / "train" / "1_2.tif")
     with caplog.at_level(logging.WARNING, logger="monai_seg.data"):
-        split = nerve_split(root, skip_invalid=skip_invalid)
+        split = load_split("nerve", root, skip_invalid=skip_invalid)
     kept = sorted(item["id"] for section in split.values() for item in section)
     assert kept == ["1_1", "2_2", "3_1"]
     log = caplog.text
@@ -334,7 +325,7 @@ def test_without_skip_invalid_the_first_bad_case_stops(tmp_path, skip_invalid):
     root = nerve(tmp_path)
     truncate(root / "train" / "1_2.tif")
     with pytest.raises(ValueError, match="1_2.tif: .*truncated"):
-        nerve_split(root, skip_invalid=skip_invalid)
+        load_split("nerve", root, skip_invalid=skip_invalid)
 
 
 def test_skip_invalid_writes_failures_and_refuses_an_all_bad_set(tmp_path):
@@ -342,7 +333,7 @@ def test_skip_invalid_writes_failures_and_refuses_an_all_bad_set(tmp_path):
     rewrite_nifti(brats_file(root, "seg"), np.full(VOLUME, 3, np.uint8))
     failures = tmp_path / "out" / "failures.csv"
     with pytest.raises(ValueError, match=f"all 1 cases are invalid; see {failures}"):
-        validate_brats(brats_datalist(root), skip_invalid=True, failures_csv=failures)
+        load_datalist("brats", root, labels="required", skip_invalid=True, failures_csv=failures)
     with open(failures) as f:
         rows = list(csv.DictReader(f))
     assert [row["file"] for row in rows] == [os.path.join(root, "BraTS2021_00000")]
@@ -350,10 +341,11 @@ def test_skip_invalid_writes_failures_and_refuses_an_all_bad_set(tmp_path):
 
 
 def test_validation_shows_a_progress_bar_for_large_sets(tmp_path, capsys):
-    root = isic(tmp_path, ids=range(100))
-    validate_isic_pairs(isic_datalist(root, labeled=False))
+    isic(tmp_path / "train", ids=range(100))
+    datalist = load_datalist("isic", tmp_path, "train", labels="none", validate=False)
+    validate_datalist("isic", datalist)
     assert re.search(r"validating ISIC: 100%.*100/100", capsys.readouterr().err)
-    validate_isic_pairs(isic_datalist(root, labeled=False)[:99])
+    validate_datalist("isic", datalist[:99])
     assert "validating" not in capsys.readouterr().err
 
 
@@ -367,7 +359,7 @@ SMALL = {"num_workers": 0, "batch_size": 2, "network_def#channels": [16, 16, 16,
 def nerve_bundle_data(tmp_path_factory):
     """Tiny Kaggle nerve demo data, one training mask and one test image broken, and a checkpoint."""
     root = tmp_path_factory.mktemp("nerve_bundle")
-    data = make_nerve_demo(str(root / "data"), num_subjects=3, images_per_subject=2, num_test=3, size=(42, 58))
+    data = make_demo("nerve", str(root / "data"), num_subjects=3, images_per_subject=2, num_test=3, size=(42, 58))
     write_tif(os.path.join(data, "train", "2_1_mask.tif"), np.full((42, 58), 128))
     garble(os.path.join(data, "test", "2.tif"))
     torch.save(bundle_network("nerve_ultrasound_segmentation", **SMALL).state_dict(), root / "model.pt")

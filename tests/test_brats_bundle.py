@@ -14,7 +14,7 @@ import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 from PIL import Image
 
-from monai_seg.data import brats_datalist, make_brats_demo
+from monai_seg.data import load_datalist, make_demo
 from monai_seg.metrics import QUBRATS_METRICS, VOLUME_METRICS, compute_volume_metrics
 from monai_seg.networks import ResUNet
 from tests.bundle_utils import BUNDLES, SCHEMA, config_files, run_bundle
@@ -32,7 +32,7 @@ MAPS = ("seg", "prob", "std", "entropy", "mutual_info")
 def trained(tmp_path_factory):
     """Three demo cases (1 train, 1 val, 1 test) and a 2-epoch training run via the `training` entry."""
     root = tmp_path_factory.mktemp("brats_bundle")
-    data = make_brats_demo(str(root / "data"), num_cases=3, shape=(48, 48, 16))
+    data = make_demo("brats", str(root / "data"), num_cases=3, shape=(48, 48, 16))
     dirs = {"dataset_dir": data, "ckpt_dir": str(root / "models"), "output_dir": str(root / "eval")}
     run_bundle(BUNDLE, ["train.json"], run_id="training", epochs=2, **dirs, **SMALL)
     return root, dirs
@@ -45,7 +45,7 @@ def inferred(trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("brats_outputs")
     run_bundle(BUNDLE, ["inference.json"], dataset_dir=dirs["dataset_dir"],
                checkpoint=str(root / "models" / "model.pt"), output_dir=str(out), **INFER)
-    return out, brats_datalist(dirs["dataset_dir"])
+    return out, load_datalist("brats", dirs["dataset_dir"], validate=False)
 
 
 def test_training_writes_a_plain_state_dict_and_curves(trained):
@@ -118,7 +118,7 @@ def test_regions_variant_writes_brats_labels(trained, tmp_path):
     with open(tmp_path / "test" / "metrics_per_case.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["case", *report_columns(("TC", "WT", "ET"))]
-    datalist = brats_datalist(dirs["dataset_dir"])[:1]
+    datalist = load_datalist("brats", dirs["dataset_dir"], validate=False)[:1]
     run_bundle(BUNDLE, ["inference.json", "regions.json"], datalist=datalist,
                checkpoint=str(tmp_path / "models" / "model.pt"), output_dir=str(tmp_path / "out"), **FAST_INFER)
     seg = nib.load(tmp_path / "out" / f"{datalist[0]['case']}_seg.nii.gz").get_fdata()
@@ -135,7 +135,7 @@ def test_resunet3d_variant_trains_and_infers_with_sliding_windows(trained, tmp_p
     run_bundle(BUNDLE, ["train.json", "resunet3d.json"], epochs=1, num_workers=0, **dirs, **roi, **NET)
     net = ResUNet(3, 4, 1, channels=(8, 16, 32), blocks=(1, 1, 1))
     net.load_state_dict(torch.load(tmp_path / "models" / "model.pt", weights_only=True))
-    datalist = brats_datalist(dirs["dataset_dir"])[:1]
+    datalist = load_datalist("brats", dirs["dataset_dir"], validate=False)[:1]
     run_bundle(BUNDLE, ["inference.json", "resunet3d.json"], datalist=datalist,
                checkpoint=str(tmp_path / "models" / "model.pt"), output_dir=str(tmp_path / "out"), **roi, **FAST_INFER)
     std = nib.load(tmp_path / "out" / f"{datalist[0]['case']}_std.nii.gz")
@@ -145,7 +145,7 @@ def test_resunet3d_variant_trains_and_infers_with_sliding_windows(trained, tmp_p
 def test_monai_label_style_workflow_on_a_stacked_volume(trained, tmp_path):
     """MONAI Label hands the bundle ONE file: the four modalities stacked as a 4D NIfTI."""
     root, dirs = trained
-    item = brats_datalist(dirs["dataset_dir"])[0]
+    item = load_datalist("brats", dirs["dataset_dir"], validate=False)[0]
     flair = nib.load(item["image"][0])
     stacked = np.stack([nib.load(p).get_fdata() for p in item["image"]], axis=-1)
     path = tmp_path / f"{item['case']}.nii.gz"

@@ -15,14 +15,14 @@ from monai.transforms import Compose, ConvertToMultiChannelBasedOnBratsClasses, 
 from monai_seg.data import (
     BRATS_MODALITIES,
     brats_case_name,
-    brats_datalist,
     brats_name_formatter,
     brats_slices,
-    brats_split,
-    ensure_brats_demo,
-    make_brats_demo,
+    ensure_demo,
+    load_datalist,
+    load_split,
+    make_demo,
     regions_to_brats_labels,
-    validate_brats,
+    validate_datalist,
 )
 
 SHAPE = (24, 20, 10)
@@ -31,7 +31,7 @@ SHAPE = (24, 20, 10)
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """Five small demo cases, shared read-only by the tests."""
-    return make_brats_demo(tmp_path_factory.mktemp("brats") / "demo", num_cases=5, shape=SHAPE)
+    return make_demo("brats", tmp_path_factory.mktemp("brats") / "demo", num_cases=5, shape=SHAPE)
 
 
 @pytest.fixture
@@ -67,16 +67,16 @@ def test_demo_layout_geometry_and_labels(demo):
 
 
 def test_demo_is_deterministic_and_has_a_2023_convention(demo, tmp_path):
-    again = make_brats_demo(tmp_path / "again", num_cases=1, shape=SHAPE)
+    again = make_demo("brats", tmp_path / "again", num_cases=1, shape=SHAPE)
     name = "BraTS2021_00000/BraTS2021_00000_t1ce.nii.gz"
     first, second = (nib.load(os.path.join(folder, name)).dataobj for folder in (demo, again))
     np.testing.assert_array_equal(first, second)
     with pytest.raises(FileExistsError):
-        make_brats_demo(again, num_cases=1, shape=SHAPE)
-    new = make_brats_demo(tmp_path / "2023", num_cases=1, shape=SHAPE, label_convention="2023")
+        make_demo("brats", again, num_cases=1, shape=SHAPE)
+    new = make_demo("brats", tmp_path / "2023", num_cases=1, shape=SHAPE, label_convention="2023")
     seg = nib.load(os.path.join(new, "BraTS2021_00000/BraTS2021_00000_seg.nii.gz")).get_fdata()
     assert set(np.unique(seg)) == {0, 1, 2, 3}
-    validate_brats(brats_datalist(new), label_convention="2023")
+    validate_datalist("brats", load_datalist("brats", new, labels="required", validate=False), label_convention="2023")
 
 
 def test_datalist_reads_the_2023_file_names(case_copy):
@@ -84,7 +84,8 @@ def test_datalist_reads_the_2023_file_names(case_copy):
     for path in case_copy.glob("*/*.nii.gz"):
         case, suffix = path.name[: -len(".nii.gz")].rsplit("_", 1)
         path.rename(path.with_name(f"{case}-{names_2023[suffix]}.nii.gz"))
-    datalist = brats_datalist(case_copy, modalities=("t2f", "t1n", "t1c", "t2w"), separator="-")
+    datalist = load_datalist("brats", case_copy, labels="required", validate=False,
+                             modalities=("t2f", "t1n", "t1c", "t2w"), separator="-")
     assert datalist[0]["image"][0].endswith(f"{datalist[0]['case']}-t2f.nii.gz")
     assert datalist[0]["label"].endswith("-seg.nii.gz")
     assert brats_case_name(datalist[0]["image"][3]) == datalist[0]["case"]
@@ -92,18 +93,18 @@ def test_datalist_reads_the_2023_file_names(case_copy):
 
 def test_ensure_demo_creates_once(tmp_path):
     target = tmp_path / "data"
-    assert ensure_brats_demo(target, num_cases=1, shape=SHAPE) == str(target)
+    assert ensure_demo("brats", target, num_cases=1, shape=SHAPE) == str(target)
     stamp = os.path.getmtime(target / "BraTS2021_00000")
-    ensure_brats_demo(target, num_cases=2, shape=SHAPE)  # exists: untouched
+    ensure_demo("brats", target, num_cases=2, shape=SHAPE)  # exists: untouched
     assert os.listdir(target) == ["BraTS2021_00000"] and os.path.getmtime(target / "BraTS2021_00000") == stamp
-    assert not [name for name in os.listdir(tmp_path) if name.startswith(".brats_demo_")]
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".demo_")]
 
 
 # ---------------------------------------------------------------------------------------------- reader
 
 
 def test_datalist_stacks_modalities_in_a_fixed_order(demo):
-    datalist = brats_datalist(demo)
+    datalist = load_datalist("brats", demo, labels="required", validate=False)
     assert [item["case"] for item in datalist] == sorted(os.listdir(demo))
     item = datalist[0]
     assert [os.path.basename(p) for p in item["image"]] == [f"{item['case']}_{m}.nii.gz" for m in BRATS_MODALITIES]
@@ -116,67 +117,68 @@ def test_datalist_stacks_modalities_in_a_fixed_order(demo):
 def test_datalist_errors_and_label_options(case_copy):
     os.remove(next(case_copy.glob("*/*_seg.nii.gz")))
     with pytest.raises(ValueError, match="has no label file .*_seg.nii.gz"):
-        brats_datalist(case_copy)
-    assert ["label" in item for item in brats_datalist(case_copy, label="optional")] == [False, True]
-    assert all("label" not in item for item in brats_datalist(case_copy, label="none"))
+        load_datalist("brats", case_copy, labels="required", validate=False)
+    optional = load_datalist("brats", case_copy, labels="optional", validate=False)
+    assert ["label" in item for item in optional] == [False, True]
+    assert all("label" not in item for item in load_datalist("brats", case_copy, labels="none", validate=False))
     os.remove(next(case_copy.glob("*/*_t1ce.nii.gz")))
     with pytest.raises(ValueError, match="has no modality file .*_t1ce.nii.gz"):
-        brats_datalist(case_copy, label="none")
+        load_datalist("brats", case_copy, labels="none", validate=False)
     with pytest.raises(ValueError, match="does not exist"):
-        brats_datalist(case_copy / "missing")
-    with pytest.raises(ValueError, match="label must be"):
-        brats_datalist(case_copy, label="maybe")
+        load_datalist("brats", case_copy / "missing", labels="required", validate=False)
+    with pytest.raises(ValueError, match="labels must be"):
+        load_datalist("brats", case_copy, labels="maybe")
 
 
 def test_validation_names_the_file_with_wrong_shape(case_copy):
     t2 = str(next(case_copy.glob("*/*_t2.nii.gz")))
     rewrite(t2, np.zeros((SHAPE[0], SHAPE[1], SHAPE[2] + 1), np.int16))
     with pytest.raises(ValueError, match=f"{t2} has shape"):
-        validate_brats(brats_datalist(case_copy))
+        validate_datalist("brats", load_datalist("brats", case_copy, labels="required", validate=False))
 
 
 def test_validation_names_the_file_with_another_affine(case_copy):
     seg = str(next(case_copy.glob("*/*_seg.nii.gz")))
     rewrite(seg, affine=np.diag([1.0, 1.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match=f"{seg} is not on the grid"):
-        validate_brats(brats_datalist(case_copy))
+        validate_datalist("brats", load_datalist("brats", case_copy, labels="required", validate=False))
 
 
 def test_validation_checks_the_label_convention(case_copy):
     seg = str(next(case_copy.glob("*/*_seg.nii.gz")))
-    validate_brats(brats_datalist(case_copy))
+    validate_datalist("brats", load_datalist("brats", case_copy, labels="required", validate=False))
     with pytest.raises(ValueError, match=rf"{seg} has values \[4\] outside the convention \(0, 1, 2, 3\)"):
-        validate_brats(brats_datalist(case_copy), label_convention="2023")
+        load_datalist("brats", case_copy, labels="required", label_convention="2023")
     data = np.asarray(nib.load(seg).dataobj).copy()
     data[0, 0, 0] = 3
     rewrite(seg, data)
     with pytest.raises(ValueError, match=rf"{seg} has values \[3\] outside the convention \(0, 1, 2, 4\)"):
-        validate_brats(brats_datalist(case_copy))
+        validate_datalist("brats", load_datalist("brats", case_copy, labels="required", validate=False))
     with pytest.raises(ValueError, match="label_convention must be"):
-        validate_brats(brats_datalist(case_copy), label_convention="2018")
+        load_datalist("brats", case_copy, labels="required", label_convention="2018")
 
 
 def test_validation_rejects_a_4d_modality(case_copy):
     flair = str(next(case_copy.glob("*/*_flair.nii.gz")))
     rewrite(flair, np.zeros((*SHAPE, 2), np.int16))
     with pytest.raises(ValueError, match=f"{flair} is not a 3D volume"):
-        validate_brats(brats_datalist(case_copy))
+        validate_datalist("brats", load_datalist("brats", case_copy, labels="required", validate=False))
 
 
 # ---------------------------------------------------------------------------------------------- splits and names
 
 
 def test_split_is_by_case_deterministic_and_complete(demo):
-    split = brats_split(demo, val_fraction=0.2, test_fraction=0.2, seed=3)
+    split = load_split("brats", demo, val_fraction=0.2, test_fraction=0.2, seed=3)
     assert [len(split[k]) for k in ("train", "val", "test")] == [3, 1, 1]
     cases = [item["case"] for part in split.values() for item in part]
     assert sorted(cases) == sorted(os.listdir(demo))
-    assert split == brats_split(demo, val_fraction=0.2, test_fraction=0.2, seed=3, validate=False)
-    assert len(brats_split(demo, val_fraction=0.2, test_fraction=0.0)["test"]) == 0
+    assert split == load_split("brats", demo, val_fraction=0.2, test_fraction=0.2, seed=3, validate=False)
+    assert len(load_split("brats", demo, val_fraction=0.2, test_fraction=0.0)["test"]) == 0
     with pytest.raises(ValueError, match="none for training"):
-        brats_split(demo, val_fraction=0.6, test_fraction=0.3)
+        load_split("brats", demo, val_fraction=0.6, test_fraction=0.3)
     with pytest.raises(ValueError, match="val_fraction"):
-        brats_split(demo, val_fraction=1.0)
+        load_split("brats", demo, val_fraction=1.0)
 
 
 def test_case_names_and_output_names():
@@ -195,7 +197,7 @@ def load_volume(keys=("image", "label")):
 
 
 def test_slices_round_trip_to_the_volume(demo):
-    datalist = brats_datalist(demo)[:1]
+    datalist = load_datalist("brats", demo, labels="required", validate=False)[:1]
     volume = load_volume()(datalist[0])
     slices = brats_slices(datalist, load_volume(), min_brain_fraction=0.0, tumour_free_fraction=1.0)
     brain = volume["image"].any(0).any(0).any(0).nonzero().flatten().tolist()
@@ -208,7 +210,7 @@ def test_slices_round_trip_to_the_volume(demo):
 
 
 def test_slices_keep_a_fraction_of_tumour_free_slices(demo):
-    datalist = brats_datalist(demo)[:2]
+    datalist = load_datalist("brats", demo, labels="required", validate=False)[:2]
     tumour_only = brats_slices(datalist, load_volume(), tumour_free_fraction=0.0)
     assert tumour_only and all(s["label"].any() for s in tumour_only)
     everything = brats_slices(datalist, load_volume(), tumour_free_fraction=1.0)
@@ -227,7 +229,8 @@ def test_slices_keep_a_fraction_of_tumour_free_slices(demo):
 
 @pytest.mark.parametrize("enhancing", [4, 3])
 def test_regions_to_labels_inverts_monai_brats_channels(demo, enhancing):
-    label = torch.as_tensor(nib.load(brats_datalist(demo)[0]["label"]).get_fdata())
+    item = load_datalist("brats", demo, labels="required", validate=False)[0]
+    label = torch.as_tensor(nib.load(item["label"]).get_fdata())
     label[label == 4] = enhancing
     regions = ConvertToMultiChannelBasedOnBratsClasses(et_label=enhancing)(label[None]).float()
     torch.testing.assert_close(regions_to_brats_labels(regions, enhancing_label=enhancing), label[None].float())

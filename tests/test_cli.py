@@ -13,7 +13,7 @@ from PIL import Image
 
 import monai_seg.data
 from monai_seg.cli import _source_image, main
-from monai_seg.data import make_brats_demo, make_isic_demo
+from monai_seg.data import load_datalist, make_demo
 from tests.bundle_utils import BUNDLES
 
 BUNDLE_NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
@@ -55,16 +55,15 @@ def test_bundles_dir_option_and_errors(tmp_path, capsys):
 
 def test_demo_writes_the_bundle_layout_and_keeps_existing_data(tmp_path, monkeypatch, capsys):
     # the bundle's own generator, with fewer images than its defaults to keep the test fast
-    monkeypatch.setattr(monai_seg.data, "make_isic_demo",
-                        functools.partial(make_isic_demo, num_train=2, num_val=1, num_test=1))
+    monkeypatch.setattr(monai_seg.data, "make_demo", functools.partial(make_demo, num_train=2, num_val=1, num_test=1))
     out = tmp_path / "isic"
     main(["demo", "skin_lesion_segmentation", str(out)])
     assert capsys.readouterr().out.strip() == str(out)
-    assert len(monai_seg.data.isic_datalist(out / "train")) == 2
+    assert len(load_datalist("isic", out, "train", validate=False)) == 2
     with pytest.raises(SystemExit, match="exists; pass overwrite=True"):
         main(["demo", "skin_lesion_segmentation", str(out)])
     main(["demo", "skin_lesion_segmentation", str(out), "--overwrite", "--seed", "1"])
-    assert len(monai_seg.data.isic_datalist(out / "val")) == 1
+    assert len(load_datalist("isic", out, "val", validate=False)) == 1
 
 
 def test_demo_unknown_bundle_names_the_known_ones(tmp_path):
@@ -74,10 +73,10 @@ def test_demo_unknown_bundle_names_the_known_ones(tmp_path):
 
 
 def test_figures_of_2d_masks(tmp_path, capsys):
-    make_isic_demo(tmp_path / "demo_data", num_train=1, num_val=1, num_test=3)
+    make_demo("isic", tmp_path / "demo_data", num_train=1, num_val=1, num_test=3)
     masks = tmp_path / "outputs" / "masks"
     masks.mkdir(parents=True)
-    for item in monai_seg.data.isic_datalist(tmp_path / "demo_data" / "test"):  # ground truth as "predictions"
+    for item in load_datalist("isic", tmp_path / "demo_data", "test", validate=False):  # ground truth as "predictions"
         shutil.copy(item["label"], masks / item["label"].split("/")[-1])
     main(["figures", str(tmp_path / "outputs"), "--num_images", "2"])  # dataset: outputs/../demo_data
     figure = tmp_path / "outputs" / "overlays.png"
@@ -88,10 +87,10 @@ def test_figures_of_2d_masks(tmp_path, capsys):
 
 
 def test_figures_of_brats_uncertainty_outputs(tmp_path, capsys):
-    make_brats_demo(tmp_path / "data", num_cases=2, shape=(32, 32, 12))
+    make_demo("brats", tmp_path / "data", num_cases=2, shape=(32, 32, 12))
     out = tmp_path / "out"
     out.mkdir()
-    for item in monai_seg.data.brats_datalist(tmp_path / "data"):
+    for item in load_datalist("brats", tmp_path / "data", validate=False):
         seg = nib.load(item["label"])
         prob = (np.asarray(seg.dataobj) > 0).astype(np.float32)
         for name, array in (("prob", prob), ("std", 0.5 * prob * (1 - prob) + 0.1 * prob), ("mutual_info", prob / 4)):
@@ -102,7 +101,7 @@ def test_figures_of_brats_uncertainty_outputs(tmp_path, capsys):
         f"BraTS2021_0000{k}_{m}.png" for k in (0, 1) for m in ("std", "mutual_info")
     ]
     assert Image.open(written[0]).size[0] > 500
-    other = make_brats_demo(tmp_path / "other", num_cases=1, shape=(32, 32, 12), seed=1)  # another case only
+    other = make_demo("brats", tmp_path / "other", num_cases=1, shape=(32, 32, 12), seed=1)  # another case only
     for path in sorted((tmp_path / "other").rglob("BraTS2021_00000*"), reverse=True):
         path.rename(path.with_name(path.name.replace("BraTS2021_00000", "BraTS2021_00009")))
     with pytest.raises(SystemExit, match="has no case folder BraTS2021_00000"):

@@ -22,7 +22,7 @@ from monai.data import DistributedSampler
 from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler
 from torch.nn.parallel import DistributedDataParallel
 
-from monai_seg.data import make_nerve_demo
+from monai_seg.data import make_demo
 from monai_seg.handlers import OverlayGrid, TrainingCurves
 from tests.bundle_utils import BUNDLES, REPO, bundle_network, config_files, run_bundle
 
@@ -41,7 +41,7 @@ def free_port() -> int:
 
 def test_two_process_training_keeps_ranks_in_sync(tmp_path):
     # 5 images per subject: the one validation subject splits unevenly over the ranks (3 + 2 images)
-    data = make_nerve_demo(str(tmp_path / "data"), num_subjects=4, images_per_subject=5, num_test=1)
+    data = make_demo("nerve", str(tmp_path / "data"), num_subjects=4, images_per_subject=5, num_test=1)
     # a last config layer that makes every rank save its final weights and validation metrics, to compare them
     dump = tmp_path / "dump.json"
     dump.write_text(json.dumps({"finalize": [
@@ -79,7 +79,7 @@ def test_two_process_training_keeps_ranks_in_sync(tmp_path):
 
 def test_two_process_inference_writes_the_one_process_submission(tmp_path):
     """multi_gpu_inference.json: the test set split over 2 CPU processes gives the one-process outputs."""
-    data = make_nerve_demo(str(tmp_path / "data"), num_subjects=2, images_per_subject=1, num_test=7)
+    data = make_demo("nerve", str(tmp_path / "data"), num_subjects=2, images_per_subject=1, num_test=7)
     (Path(data) / "test" / "8.tif").write_bytes(b"not a tif")  # skipped; listed once in failures.csv
     torch.manual_seed(0)
     net = bundle_network("nerve_ultrasound_segmentation", **{"network_def#channels": SMALL_CHANNELS})

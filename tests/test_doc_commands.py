@@ -30,7 +30,6 @@ Anything else fails :func:`test_every_doc_command_is_classified` with a hint for
 from __future__ import annotations
 
 import ast
-import functools
 import inspect
 import json
 import os
@@ -45,6 +44,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import fire
 import pytest
@@ -88,7 +88,7 @@ TINY: dict[str, dict[str, dict]] = {
         "resunet3d.json": {"roi_size": [32, 32, 16], "batch_size": 1},
     },
 }
-"""Per bundle: demo-data sizes (``make_<layout>_demo`` arguments), overrides, and overrides per variant file."""
+"""Per bundle: demo-data sizes (arguments of ``make_demo(<layout>, ...)``), overrides, and overrides per variant file."""
 
 TESTED_ELSEWHERE = {"monai_seg.experiments": ("tests/test_experiments.py", "monai_seg.experiments.cli.parse_args")}
 """Modules whose commands take minutes even in their quick mode -> (the test that runs each of their commands,
@@ -360,10 +360,13 @@ class Runner:
         self.torchrun.append((command, self.bundle_args(command, plan, fresh=True)))
 
     def run_cli(self, command: DocCommand, plan: Plan, patch: pytest.MonkeyPatch) -> None:
-        for bundle in TINY:
-            layout = monai_seg.cli.bundle_info(REPO / "bundles" / bundle).layout
-            make = getattr(monai_seg.data, f"make_{layout}_demo")
-            patch.setattr(monai_seg.data, f"make_{layout}_demo", functools.partial(make, **TINY[bundle]["demo"]))
+        tiny = {monai_seg.cli.bundle_info(REPO / "bundles" / bundle).layout: TINY[bundle]["demo"] for bundle in TINY}
+        make = monai_seg.data.make_demo
+
+        def make_tiny(layout: str, *args: Any, **kwargs: Any) -> str:
+            return make(layout, *args, **tiny[layout], **kwargs)
+
+        patch.setattr(monai_seg.data, "make_demo", make_tiny)
         monai_seg.cli.main(plan.args)
 
     def run_module(self, command: DocCommand, plan: Plan, patch: pytest.MonkeyPatch) -> None:
@@ -482,7 +485,7 @@ def test_doc_commands_run(tmp_path):
     root = _copy_repository(tmp_path / "repo")
     for bundle, tiny in TINY.items():
         layout = monai_seg.cli.bundle_info(root / "bundles" / bundle).layout
-        getattr(monai_seg.data, f"make_{layout}_demo")(root / "bundles" / bundle / "demo_data", **tiny["demo"])
+        monai_seg.data.make_demo(layout, root / "bundles" / bundle / "demo_data", **tiny["demo"])
     runner, seen = Runner(root), set()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -11,7 +11,7 @@ import pytest
 from monai.bundle import ConfigParser
 from PIL import Image
 
-from monai_seg.data import make_xray_demo
+from monai_seg.data import make_demo
 from monai_seg.experiments import (
     EXPERIMENTS,
     NERVE_MODELS,
@@ -220,7 +220,8 @@ def test_bad_settings(tmp_path):
         run_experiment("noise", tmp_path, sizes=[5])
     with pytest.raises(ValueError, match="not in 1..4"):
         run_experiment("training_size", tmp_path, quick=True, sizes=[2, 5],
-                       dataset_dir=make_xray_demo(tmp_path / "data", num_train=4, num_val=1, num_test=0, size=(16, 16)))
+                       dataset_dir=make_demo("xray", tmp_path / "data", num_train=4, num_val=1, num_test=0,
+                                             size=(16, 16)))
     with pytest.raises(ValueError, match="unknown models"):
         run_experiment("model_comparison", tmp_path, quick=True, models=["vit"])
 
@@ -235,7 +236,7 @@ def test_command_line_prints_the_table(experiments, capsys):
 
 def test_xray_train_noise_and_subset_parameters(tmp_path):
     """Noise in raw 16-bit units before the intensity window, on train and/or validation; nested subsets."""
-    data = make_xray_demo(tmp_path, num_train=6, num_val=1, num_test=0, size=(16, 16))
+    data = make_demo("xray", tmp_path, num_train=6, num_val=1, num_test=0, size=(16, 16))
 
     def parse(**override):
         parser = ConfigParser()

@@ -8,24 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monai_seg.data import (
-    drive_datalist,
-    drive_split,
-    ensure_drive_demo,
-    ensure_isic_demo,
-    ensure_xray_demo,
-    isic_datalist,
-    isic_split,
-    make_drive_demo,
-    make_isic_demo,
-    make_xray_demo,
-    validate_drive_pairs,
-    validate_isic_pairs,
-    validate_xray_pairs,
-    xray_datalist,
-    xray_split,
-)
-from monai_seg.data.folders import ensure_demo
+from monai_seg.data import ensure_demo, load_datalist, load_split, make_demo, validate_datalist
 
 SHAPE = (6, 8)  # (H, W)
 
@@ -66,24 +49,25 @@ def isic(tmp_path):
 
 
 def test_isic_datalist(isic):
-    datalist = isic_datalist(isic / "train")
+    datalist = load_datalist("isic", isic, "train", labels="required", validate=False)
     folder = isic / "train"
     assert datalist == [
         {"image": str(folder / f"{i}.jpg"), "label": str(folder / f"{i}_segmentation.png"), "id": i}
         for i in ("ISIC_0000002", "ISIC_0000010")
     ]
-    assert validate_isic_pairs(datalist) is datalist
-    assert isic_datalist(isic / "train", labeled=False) == [{"image": d["image"], "id": d["id"]} for d in datalist]
+    assert validate_datalist("isic", datalist) is datalist
+    unlabeled = load_datalist("isic", isic, "train", labels="none", validate=False)
+    assert unlabeled == [{"image": d["image"], "id": d["id"]} for d in datalist]
 
 
 def test_isic_separate_mask_folder(isic):
     os.makedirs(isic / "masks")
     for name in ("ISIC_0000002_segmentation.png", "ISIC_0000010_segmentation.png"):
         os.rename(isic / "train" / name, isic / "masks" / name)
-    datalist = isic_datalist(isic / "train", isic / "masks")
+    datalist = load_datalist("isic", isic, "train", validate=False, folders={"label": isic / "masks"})
     assert [d["label"] for d in datalist] == [str(isic / "masks" / f"ISIC_{n:07d}_segmentation.png") for n in (2, 10)]
     with pytest.raises(ValueError, match="Image .*ISIC_0000002.jpg has no label file .*ISIC_0000002_segmentation.png"):
-        isic_datalist(isic / "train")
+        load_datalist("isic", isic, "train", labels="required", validate=False)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +82,7 @@ def test_isic_separate_mask_folder(isic):
 def test_isic_datalist_errors(isic, change, name, message):
     change(isic / "train")
     with pytest.raises(ValueError, match=message) as error:
-        isic_datalist(isic / "train")
+        load_datalist("isic", isic, "train", labels="required", validate=False)
     assert name in str(error.value)
 
 
@@ -119,19 +103,20 @@ MASK_10 = "ISIC_0000010_segmentation.png"
     ],
 )
 def test_isic_validation_errors(isic, change, name, message):
-    datalist = isic_datalist(isic / "train")
+    datalist = load_datalist("isic", isic, "train", labels="required", validate=False)
     change(isic / "train")
     with pytest.raises(ValueError, match=message) as error:
-        validate_isic_pairs(datalist)
+        validate_datalist("isic", datalist)
     assert str(isic / "train" / name) in str(error.value)
 
 
 def test_isic_missing_or_empty_folder(tmp_path):
     with pytest.raises(ValueError, match="ISIC folder .*missing does not exist"):
-        isic_datalist(tmp_path / "missing")
-    (tmp_path / "notes.txt").write_text("")
+        load_datalist("isic", tmp_path / "missing", "train", validate=False)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "notes.txt").write_text("")
     with pytest.raises(ValueError, match="has no images"):
-        isic_datalist(tmp_path)
+        load_datalist("isic", tmp_path, "train", validate=False)
 
 
 # ---------------------------------------------------------------------------------------------- DRIVE
@@ -153,7 +138,7 @@ def drive(tmp_path):
 
 
 def test_drive_datalist(drive):
-    datalist = drive_datalist(drive)
+    datalist = load_datalist("drive", drive, validate=False)
     assert [d["id"] for d in datalist] == ["21", "22", "23"]
     assert datalist[0] == {
         "image": str(drive / "training" / "images" / "21_training.tif"),
@@ -161,12 +146,12 @@ def test_drive_datalist(drive):
         "fov": str(drive / "training" / "mask" / "21_training_mask.gif"),
         "id": "21",
     }
-    validate_drive_pairs(datalist)  # palette GIFs are checked as gray levels 0/255
-    test = drive_datalist(drive, "test")
+    validate_datalist("drive", datalist)  # palette GIFs are checked as gray levels 0/255
+    test = load_datalist("drive", drive, "test", validate=False)
     assert test == [{"image": str(drive / "test" / "images" / "01_test.tif"),
                      "fov": str(drive / "test" / "mask" / "01_test_mask.gif"), "id": "01"}]
     with pytest.raises(ValueError, match="section"):
-        drive_datalist(drive, "validation")
+        load_datalist("drive", drive, "validation", validate=False)
 
 
 @pytest.mark.parametrize(
@@ -183,7 +168,7 @@ def test_drive_datalist(drive):
 def test_drive_datalist_errors(drive, change, name, message):
     change(drive / "training")
     with pytest.raises(ValueError, match=message) as error:
-        drive_datalist(drive)
+        load_datalist("drive", drive, validate=False)
     assert name in str(error.value)
 
 
@@ -198,20 +183,20 @@ def test_drive_datalist_errors(drive, change, name, message):
     ],
 )
 def test_drive_validation_errors(drive, change, name, message):
-    datalist = drive_datalist(drive)
+    datalist = load_datalist("drive", drive, validate=False)
     change(drive / "training")
     with pytest.raises(ValueError, match=message) as error:
-        validate_drive_pairs(datalist)
+        validate_datalist("drive", datalist)
     assert str(drive / "training" / name) in str(error.value)
 
 
 def test_drive_split(drive):
-    split = drive_split(drive, val_fraction=0.3, seed=1)
+    split = load_split("drive", drive, val_fraction=0.3, seed=1)
     assert len(split["val"]) == 1 and len(split["train"]) == 2
     assert sorted(d["id"] for d in split["train"] + split["val"]) == ["21", "22", "23"]
-    assert drive_split(drive, val_fraction=0.3, seed=1) == split
+    assert load_split("drive", drive, val_fraction=0.3, seed=1) == split
     with pytest.raises(ValueError, match="val_fraction"):
-        drive_split(drive, val_fraction=1.0)
+        load_split("drive", drive, val_fraction=1.0)
 
 
 # ---------------------------------------------------------------------------------------------- X-ray
@@ -231,15 +216,15 @@ def xray(tmp_path):
 
 
 def test_xray_datalist(xray):
-    datalist = xray_datalist(xray)
+    datalist = load_datalist("xray", xray, validate=False)
     assert [d["id"] for d in datalist] == ["case2", "case10"]
     assert datalist[0]["image"] == str(xray / "train" / "images" / "case2.tif")
     assert datalist[0]["label"] == str(xray / "train" / "masks" / "case2.png")
-    validate_xray_pairs(datalist)
-    split = xray_split(xray)
+    validate_datalist("xray", datalist)
+    split = load_split("xray", xray)
     assert [d["id"] for d in split["val"]] == ["a"]
     with pytest.raises(ValueError, match=r"values \[0, 1, 2\], expected values within \[0, 1\]"):
-        validate_xray_pairs(datalist, num_classes=2)
+        validate_datalist("xray", datalist, num_classes=2)
 
 
 @pytest.mark.parametrize(
@@ -254,7 +239,7 @@ def test_xray_datalist(xray):
 def test_xray_datalist_errors(xray, change, name, message):
     change(xray / "train")
     with pytest.raises(ValueError, match=message) as error:
-        xray_datalist(xray)
+        load_datalist("xray", xray, validate=False)
     assert name in str(error.value)
 
 
@@ -267,27 +252,28 @@ def test_xray_datalist_errors(xray, change, name, message):
     ],
 )
 def test_xray_validation_errors(xray, change, name, message):
-    datalist = xray_datalist(xray)
+    datalist = load_datalist("xray", xray, validate=False)
     change(xray / "train")
     with pytest.raises(ValueError, match=message) as error:
-        validate_xray_pairs(datalist)
+        validate_datalist("xray", datalist)
     assert str(xray / "train" / name) in str(error.value)
 
 
 def test_xray_unlabeled_sections(xray):
     write(xray / "test" / "images" / "t.png", np.zeros(SHAPE, np.uint16))
-    assert xray_datalist(xray, "test") == [{"image": str(xray / "test" / "images" / "t.png"), "id": "t"}]
+    test = load_datalist("xray", xray, "test", validate=False)
+    assert test == [{"image": str(xray / "test" / "images" / "t.png"), "id": "t"}]
     os.rename(xray / "val" / "masks", xray / "val" / "labels")
     with pytest.raises(ValueError, match="has no masks/ folder"):
-        xray_split(xray)
+        load_split("xray", xray)
 
 
 # ---------------------------------------------------------------------------------------------- demo data
 
 
 def test_isic_demo(tmp_path):
-    root = make_isic_demo(tmp_path, num_train=3, num_val=2, num_test=1)
-    split = isic_split(root)  # validates every file
+    root = make_demo("isic", tmp_path, num_train=3, num_val=2, num_test=1)
+    split = load_split("isic", root)  # validates every file
     assert [d["id"] for d in split["val"]] == ["ISIC_0000003", "ISIC_0000004"]
     image, mask = Image.open(split["train"][0]["image"]), np.asarray(Image.open(split["train"][0]["label"]))
     assert image.mode == "RGB" and image.size == mask.shape[::-1] and set(np.unique(mask)) == {0, 255}
@@ -295,14 +281,15 @@ def test_isic_demo(tmp_path):
     skin = np.asarray(image, np.float32)[mask == 0].mean(0)
     assert (lesion < skin).all()  # lesions are darker than skin in every channel
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        make_isic_demo(tmp_path, num_train=1)
+        make_demo("isic", tmp_path, num_train=1)
 
 
 def test_drive_demo(tmp_path):
-    root = make_drive_demo(tmp_path, num_training=2, num_test=1, size=(120, 110))
-    datalist = drive_datalist(root)
-    validate_drive_pairs(datalist + drive_datalist(root, "test"))
-    assert [d["id"] for d in datalist] == ["21", "22"] and drive_datalist(root, "test")[0]["id"] == "01"
+    root = make_demo("drive", tmp_path, num_training=2, num_test=1, size=(120, 110))
+    datalist = load_datalist("drive", root, validate=False)
+    test = load_datalist("drive", root, "test", validate=False)
+    validate_datalist("drive", datalist + test)
+    assert [d["id"] for d in datalist] == ["21", "22"] and test[0]["id"] == "01"
     image = np.asarray(Image.open(datalist[0]["image"]), np.float32)
     vessels = np.asarray(Image.open(datalist[0]["label"]).convert("L")) > 0
     fov = np.asarray(Image.open(datalist[0]["fov"]).convert("L")) > 0
@@ -313,34 +300,54 @@ def test_drive_demo(tmp_path):
 
 
 def test_xray_demo(tmp_path):
-    root = make_xray_demo(tmp_path, num_train=2, num_val=1, num_test=1, size=(40, 32), image_format="tif")
-    split = xray_split(root)
+    root = make_demo("xray", tmp_path, num_train=2, num_val=1, num_test=1, size=(40, 32), image_format="tif")
+    split = load_split("xray", root)
     image = np.asarray(Image.open(split["train"][0]["image"]))
     labels = np.asarray(Image.open(split["train"][0]["label"]))
     assert image.dtype == np.uint16 and image.shape == labels.shape == (40, 32) and image.max() > 10000
     means = [image[labels == c].mean() for c in range(3) if (labels == c).any()]
     assert means == sorted(means)  # background < soft tissue < bone
     with pytest.raises(ValueError, match="image_format"):
-        make_xray_demo(tmp_path / "other", image_format="jpg")
+        make_demo("xray", tmp_path / "other", image_format="jpg")
 
 
 @pytest.mark.parametrize(
-    "make, ensure, marker, kwargs",
+    "layout, marker, kwargs",
     [
-        (make_isic_demo, ensure_isic_demo, "train", {"num_train": 2, "num_val": 1, "num_test": 1}),
-        (make_drive_demo, ensure_drive_demo, "training", {"num_training": 2, "num_test": 1, "size": (30, 40)}),
-        (make_xray_demo, ensure_xray_demo, "train", {"num_train": 2, "num_val": 1, "num_test": 1, "size": (30, 40)}),
+        ("isic", "train", {"num_train": 2, "num_val": 1, "num_test": 1}),
+        ("drive", "training", {"num_training": 2, "num_test": 1, "size": (30, 40)}),
+        ("xray", "train", {"num_train": 2, "num_val": 1, "num_test": 1, "size": (30, 40)}),
     ],
 )
-def test_demo_deterministic_and_ensure(tmp_path, make, ensure, marker, kwargs):
-    first, second = make(tmp_path / "a", **kwargs), make(tmp_path / "b", **kwargs)
+def test_demo_deterministic_and_ensure(tmp_path, layout, marker, kwargs):
+    first, second = make_demo(layout, tmp_path / "a", **kwargs), make_demo(layout, tmp_path / "b", **kwargs)
     files = sorted(os.path.relpath(os.path.join(r, f), first) for r, _, names in os.walk(first) for f in names)
     assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
     os.makedirs(tmp_path / "c" / marker)  # an existing dataset is kept as it is
-    assert ensure(tmp_path / "c") == str(tmp_path / "c") and os.listdir(tmp_path / "c") == [marker]
+    assert ensure_demo(layout, tmp_path / "c") == str(tmp_path / "c") and os.listdir(tmp_path / "c") == [marker]
 
 
 def test_ensure_demo_moves_a_complete_dataset_into_place(tmp_path):
-    root = ensure_demo(tmp_path / "isic", "train", lambda d: make_isic_demo(d, num_train=1, num_val=1, num_test=1))
+    root = ensure_demo("isic", tmp_path / "isic", num_train=1, num_val=1, num_test=1)
     assert root == str(tmp_path / "isic") and sorted(os.listdir(root)) == ["test", "train", "val"]  # no staging left
-    isic_split(root)
+    load_split("isic", root)
+
+
+# ---------------------------------------------------------------------------------------------- patient PNG layout
+
+
+def test_patient_layout_splits_by_patient_and_names_bad_files(tmp_path):
+    root = make_demo("patients", tmp_path / "data", num_patients=5, images_per_patient=3, num_test=2, size=(24, 32))
+    assert make_demo("patients", tmp_path / "again", num_patients=5, images_per_patient=3, num_test=2, size=(24, 32))
+    assert (tmp_path / "data/train/P003_0002.png").read_bytes() == (tmp_path / "again/train/P003_0002.png").read_bytes()
+    train = load_datalist("patients", root)
+    assert train[0] == {"image": str(tmp_path / "data/train/P001_0001.png"),
+                        "label": str(tmp_path / "data/train/P001_0001_mask.png"),
+                        "patient": 1, "img": 1, "id": "P001_0001"}
+    split = load_split("patients", root, val_fraction=0.4, seed=2)
+    assert len({i["patient"] for i in split["val"]}) == 2
+    assert not {i["patient"] for i in split["train"]} & {i["patient"] for i in split["val"]}
+    assert [i["id"] for i in load_datalist("patients", root, "test")] == ["P006_0001", "P007_0001"]
+    os.remove(tmp_path / "data/train/P002_0003_mask.png")
+    with pytest.raises(ValueError, match=r"Image .*P002_0003.png has no label file .*P002_0003_mask.png"):
+        load_split("patients", root)

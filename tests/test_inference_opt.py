@@ -20,7 +20,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.networks.nets import BasicUNet, UNet
 
-from monai_seg.data import make_nerve_demo, rle_decode
+from monai_seg.data import make_demo, rle_decode
 from monai_seg.inferers import MCDropoutInferer
 from monai_seg.networks import (
     EvalOptimized,
@@ -200,7 +200,7 @@ class TestEvalOptimized:
 
 def test_nerve_inference_uses_it_and_writes_the_same_submission(tmp_path):
     """The bundle's evaluator runs EvalOptimized; its submission equals the plain network's."""
-    data = make_nerve_demo(str(tmp_path / "data"), num_subjects=1, images_per_subject=1, num_test=5)
+    data = make_demo("nerve", str(tmp_path / "data"), num_subjects=1, images_per_subject=1, num_test=5)
     config = ConfigParser.load_config_file(config_files("nerve_ultrasound_segmentation", "inference.json")[0])
     net = trained_like(TwoHeadUNet(2, 1, 1, channels=SMALL_CHANNELS, norm=config["network_def"]["norm"]))
     with torch.no_grad():  # centre the logits: masks with both classes, many pixels near the threshold

@@ -23,19 +23,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from monai_seg.data import (
-    XRAY_CLASSES,
-    brats_split,
-    drive_datalist,
-    isic_datalist,
-    make_brats_demo,
-    make_drive_demo,
-    make_isic_demo,
-    make_nerve_demo,
-    make_xray_demo,
-    nerve_split,
-    xray_datalist,
-)
+from monai_seg.data import XRAY_CLASSES, load_datalist, load_split, make_demo
 from tests.bundle_utils import run_bundle
 
 MARGIN = 0.25
@@ -95,14 +83,14 @@ def test_xray_learns_soft_tissue_and_bone(tmp_path):
     """Per-class Dice on held-out images (``eval_section`` test); 10x the bundle's learning rate, which leaves
     too little room over the all-soft-tissue prediction after so few epochs."""
     bundle = "xray_multiclass_segmentation"
-    data = make_xray_demo(tmp_path / "data", num_train=8, num_val=2, num_test=4, size=(40, 32))
+    data = make_demo("xray", tmp_path / "data", num_train=8, num_val=2, num_test=4, size=(40, 32))
     settings = {
         "epochs": 30, "learning_rate": 1e-3, "batch_size": 4, "spatial_size": [32, 32],
         "network_def#features": [16, 16, 32, 64, 128, 16],
     }
     dirs = train(bundle, tmp_path, data, **settings)
     run_bundle(bundle, ["train.json", "evaluate.json"], eval_section="test", **dirs, **COMMON, **settings)
-    labels = [np.asarray(Image.open(item["label"])) for item in xray_datalist(data, "test")]
+    labels = [np.asarray(Image.open(item["label"])) for item in load_datalist("xray", data, "test", validate=False)]
     for value in (1, 2):
         dice = np.nanmean(read_column(tmp_path / "eval" / "val_class_dice_raw.csv", f"class{value}"))
         assert_beats_trivial(dice, [label == value for label in labels], XRAY_CLASSES[value])
@@ -111,13 +99,13 @@ def test_xray_learns_soft_tissue_and_bone(tmp_path):
 def test_skin_lesion_learns(tmp_path):
     """Dice at each test image's own size; the bundle's learning rate (1e-3) is too slow for some seeds here."""
     bundle = "skin_lesion_segmentation"
-    data = make_isic_demo(tmp_path / "data", num_train=8, num_val=2, num_test=4)
+    data = make_demo("isic", tmp_path / "data", num_train=8, num_val=2, num_test=4)
     settings = {"epochs": 20, "learning_rate": 1e-2, "batch_size": 4, "spatial_size": [32, 32],
                 "network_def#channels": [4, 8, 16, 32, 64]}
     dirs = train(bundle, tmp_path, data, **settings)
     run_bundle(bundle, ["train.json", "evaluate.json"], **dirs, **COMMON, **settings)
     dice = np.mean(read_column(tmp_path / "eval" / "metrics_per_image.csv", "dice"))
-    masks = [np.asarray(Image.open(item["label"])) > 0 for item in isic_datalist(Path(data) / "test")]
+    masks = [np.asarray(Image.open(item["label"])) > 0 for item in load_datalist("isic", data, "test", validate=False)]
     assert_beats_trivial(dice, masks, "lesion")
 
 
@@ -126,7 +114,7 @@ def test_retina_learns_vessels_inside_the_fov(tmp_path):
     size, smaller ones hold hardly any vessels; one image (4 patches) per step and 3x the bundle's learning rate,
     so that the few epochs make enough progress."""
     bundle = "retina_vessel_segmentation"
-    data = make_drive_demo(tmp_path / "data", num_training=5, num_test=2, size=(160, 160))
+    data = make_demo("drive", tmp_path / "data", num_training=5, num_test=2, size=(160, 160))
     settings = {
         "epochs": 16, "val_interval": 2, "learning_rate": 3e-3, "val_fraction": 0.2, "batch_size": 1,
         "patches_per_image": 4, "patch_size": [64, 64], "network_def#channels": [8, 16, 32, 64, 128],
@@ -135,7 +123,7 @@ def test_retina_learns_vessels_inside_the_fov(tmp_path):
     run_bundle(bundle, ["train.json", "evaluate.json"], **dirs, **COMMON, **settings)
     dice = np.mean(read_column(tmp_path / "eval" / "metrics_per_image.csv", "dice"))
     masks = []
-    for item in drive_datalist(data, "test"):
+    for item in load_datalist("drive", data, "test", validate=False):
         vessels, fov = (np.asarray(Image.open(item[key]).convert("L")) > 0 for key in ("label", "fov"))
         masks.append(vessels[fov])  # the bundle scores the pixels inside the field of view only
     assert_beats_trivial(dice, masks, "vessels")
@@ -144,14 +132,14 @@ def test_retina_learns_vessels_inside_the_fov(tmp_path):
 def test_brats_learns_the_whole_tumour(tmp_path):
     """Volume Dice of the Monte-Carlo evaluation (``train.json`` + ``evaluate.json``) on the held-out test cases."""
     bundle = "brats_mri_uncertainty"
-    data = make_brats_demo(str(tmp_path / "data"), num_cases=6, shape=(48, 48, 16))
+    data = make_demo("brats", str(tmp_path / "data"), num_cases=6, shape=(48, 48, 16))
     split = {"val_fraction": 0.2, "test_fraction": 0.34}  # 3 training, 1 validation, 2 test cases
     net = {"network_def#channels": [8, 16, 32], "network_def#blocks": [1, 1, 1], "spatial_size": [32, 32]}
     dirs = train(bundle, tmp_path, data, epochs=15, batch_size=16, **split, **net)  # the bundle's learning rate
     run_bundle(bundle, ["train.json", "evaluate.json"], **{**dirs, "output_dir": str(tmp_path / "out")}, **COMMON,
                num_samples=3, sample_batch=3, **split, **net)
     dice = np.mean(read_column(tmp_path / "out" / "metrics_per_case.csv", "dice_WT"))
-    test = brats_split(data, seed=SEED, validate=False, **split)["test"]
+    test = load_split("brats", data, seed=SEED, validate=False, **split)["test"]
     masks = [nib.load(item["label"]).get_fdata() > 0 for item in test]  # the whole tumour: any tumour label
     assert_beats_trivial(dice, masks, "whole tumour")
 
@@ -163,11 +151,11 @@ def test_nerve_learns_to_find_nerves(tmp_path):
     that by :data:`NERVE_MARGIN` (the per-image Dice margin of the other bundles does not apply to a
     score that gives an empty/empty pair a 1)."""
     bundle = "nerve_ultrasound_segmentation"
-    data = make_nerve_demo(str(tmp_path / "data"), **NERVE_DATA)
+    data = make_demo("nerve", str(tmp_path / "data"), **NERVE_DATA)
     dirs = train(bundle, tmp_path, data, **NERVE_SETTINGS)
     run_bundle(bundle, ["train.json", "evaluate.json"], **dirs, **COMMON, **NERVE_SETTINGS)
     summary = json.loads((tmp_path / "eval" / "metrics_summary.json").read_text())
-    masks = [tifffile.imread(item["label"]) > 0 for item in nerve_split(data, seed=SEED, validate=False)["val"]]
+    masks = [tifffile.imread(item["label"]) > 0 for item in load_split("nerve", data, seed=SEED, validate=False)["val"]]
     trivial = trivial_dice(masks)
     assert summary["num_images"] == len(masks) and summary["num_empty"] == sum(not m.any() for m in masks)
     assert summary["dice"] >= max(trivial.values()) + NERVE_MARGIN, f"Kaggle score {summary['dice']:.3f}, {trivial}"

@@ -11,7 +11,7 @@ import torch
 from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
 from PIL import Image
 
-from monai_seg.data import make_nerve_demo, rle_decode
+from monai_seg.data import make_demo, rle_decode
 from tests.bundle_utils import SCHEMA, bundle_network, config_files, run_bundle
 
 BUNDLE = "nerve_ultrasound_segmentation"
@@ -22,7 +22,7 @@ SMALL = {"num_workers": 0, "batch_size": 4, "network_def#channels": [16, 32, 64,
 def trained(tmp_path_factory):
     """Demo data (4 subjects x 4 images, 5 test images) and a 2-epoch training run via the `training` entry."""
     root = tmp_path_factory.mktemp("nerve")
-    data = make_nerve_demo(str(root / "data"), num_subjects=4, images_per_subject=4, num_test=5)
+    data = make_demo("nerve", str(root / "data"), num_subjects=4, images_per_subject=4, num_test=5)
     dirs = {"dataset_dir": data, "ckpt_dir": str(root / "models"), "output_dir": str(root / "eval")}
     run_bundle(BUNDLE, ["train.json"], run_id="training", epochs=2, **dirs, **SMALL)
     return root, dirs

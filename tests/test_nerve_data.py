@@ -5,17 +5,17 @@ import pytest
 import tifffile
 
 from monai_seg.data import (
-    ensure_nerve_demo,
-    make_nerve_demo,
+    ensure_demo,
+    group_kfold,
+    group_split,
+    load_datalist,
+    load_split,
+    make_demo,
     make_nerve_test_images,
-    nerve_datalist,
-    nerve_split,
     read_submission,
     read_train_masks_csv,
     rle_decode,
-    subject_kfold,
-    subject_split,
-    validate_nerve_pairs,
+    validate_datalist,
 )
 
 SHAPE = (6, 8)
@@ -44,7 +44,8 @@ def dataset(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    return make_nerve_demo(tmp_path_factory.mktemp("demo") / "nerve", num_subjects=6, images_per_subject=10, num_test=12)
+    return make_demo("nerve", tmp_path_factory.mktemp("demo") / "nerve", num_subjects=6, images_per_subject=10,
+                     num_test=12)
 
 
 def fake_datalist(counts):
@@ -56,7 +57,7 @@ def fake_datalist(counts):
 
 
 def test_datalist_train(dataset):
-    datalist = nerve_datalist(dataset)
+    datalist = load_datalist("nerve", dataset, validate=False)
     assert [item["id"] for item in datalist[:6]] == ["1_1", "1_2", "2_1", "2_2", "10_1", "10_2"]
     assert datalist[-1]["id"] == "10_10"
     assert datalist[4] == {
@@ -66,7 +67,7 @@ def test_datalist_train(dataset):
         "img": 1,
         "id": "10_1",
     }
-    assert validate_nerve_pairs(datalist) is datalist
+    assert validate_datalist("nerve", datalist) is datalist
 
 
 def test_datalist_test(tmp_path):
@@ -74,9 +75,9 @@ def test_datalist_test(tmp_path):
     for img in (10, 2, 1):
         write_tif(tmp_path / "test" / f"{img}.tif", np.zeros(SHAPE))
     write_tif(tmp_path / "test" / ".hidden.tif", np.zeros(SHAPE))  # hidden files are ignored
-    datalist = nerve_datalist(tmp_path, section="test")
+    datalist = load_datalist("nerve", tmp_path, "test", validate=False)
     assert datalist == [{"image": str(tmp_path / "test" / f"{img}.tif"), "img": img} for img in (1, 2, 10)]
-    validate_nerve_pairs(datalist)
+    validate_datalist("nerve", datalist)
 
 
 @pytest.mark.parametrize(
@@ -93,20 +94,20 @@ def test_datalist_test(tmp_path):
 def test_datalist_errors(dataset, change, name, message):
     change(dataset)
     with pytest.raises(ValueError, match=message) as error:
-        nerve_datalist(dataset)
+        load_datalist("nerve", dataset, validate=False)
     assert name in str(error.value)
 
 
 def test_datalist_folder_errors(tmp_path):
     with pytest.raises(ValueError, match="does not exist") as error:
-        nerve_datalist(tmp_path / "missing")
+        load_datalist("nerve", tmp_path / "missing", validate=False)
     assert str(tmp_path / "missing" / "train") in str(error.value)
     (tmp_path / "train").mkdir()
     with pytest.raises(ValueError, match="has no images") as error:
-        nerve_datalist(tmp_path)
+        load_datalist("nerve", tmp_path, validate=False)
     assert str(tmp_path / "train") in str(error.value)
     with pytest.raises(ValueError, match="section"):
-        nerve_datalist(tmp_path, section="val")
+        load_datalist("nerve", tmp_path, "val", validate=False)
 
 
 def test_datalist_test_errors(tmp_path):
@@ -114,11 +115,11 @@ def test_datalist_test_errors(tmp_path):
     write_tif(tmp_path / "test" / "1.tif", np.zeros(SHAPE))
     write_tif(tmp_path / "test" / "01.tif", np.zeros(SHAPE))
     with pytest.raises(ValueError, match="same id 1"):
-        nerve_datalist(tmp_path, section="test")
+        load_datalist("nerve", tmp_path, "test", validate=False)
     os.remove(tmp_path / "test" / "01.tif")
     write_tif(tmp_path / "test" / "1_mask.tif", np.zeros(SHAPE))
     with pytest.raises(ValueError, match="1_mask.tif does not follow"):
-        nerve_datalist(tmp_path, section="test")
+        load_datalist("nerve", tmp_path, "test", validate=False)
 
 
 def truncate(path, keep=None):
@@ -151,17 +152,17 @@ def garble(path):
     ],
 )
 def test_validate_errors(dataset, change, bad_file, message):
-    datalist = nerve_datalist(dataset)
+    datalist = load_datalist("nerve", dataset, validate=False)
     change(dataset)
     with pytest.raises(ValueError, match=message) as error:
-        validate_nerve_pairs(datalist)
+        validate_datalist("nerve", datalist)
     assert str(dataset / "train" / bad_file) in str(error.value)
 
 
 @pytest.mark.parametrize("mask", [np.eye(*SHAPE), np.eye(*SHAPE) * 255, np.ones(SHAPE)])
 def test_validate_accepts_binary_masks(tmp_path, mask):
     write_pair(tmp_path / "train", 1, 1, mask=mask)
-    validate_nerve_pairs(nerve_datalist(tmp_path), progress=True)
+    validate_datalist("nerve", load_datalist("nerve", tmp_path, validate=False), progress=True)
 
 
 # ---------------------------------------------------------------------------------------------- splits
@@ -169,13 +170,14 @@ def test_validate_accepts_binary_masks(tmp_path, mask):
 
 def test_subject_split():
     datalist = fake_datalist({s: 3 + s % 4 for s in range(1, 21)})
-    train, val = subject_split(datalist, val_fraction=0.2, seed=1)
+    split = group_split(datalist, "subject", {"val": 0.2}, seed=1)
+    train, val = split["train"], split["val"]
     train_subjects, val_subjects = {i["subject"] for i in train}, {i["subject"] for i in val}
     assert len(val_subjects) == 4 and not train_subjects & val_subjects
     assert sorted(train + val, key=datalist.index) == datalist
-    assert subject_split(datalist, val_fraction=0.2, seed=1) == (train, val)
-    assert subject_split(datalist, val_fraction=0.2, seed=2) != (train, val)
-    assert len({i["subject"] for i in subject_split(datalist[:6], val_fraction=0.01)[1]}) == 1
+    assert group_split(datalist, "subject", {"val": 0.2}, seed=1) == split
+    assert group_split(datalist, "subject", {"val": 0.2}, seed=2) != split
+    assert len({i["subject"] for i in group_split(datalist[:6], "subject", {"val": 0.01})["val"]}) == 1
 
 
 def test_subject_kfold():
@@ -183,25 +185,26 @@ def test_subject_kfold():
     datalist = fake_datalist(counts)
     val_subjects, sizes = [], []
     for fold in range(5):
-        train, val = subject_kfold(datalist, num_folds=5, fold=fold, seed=3)
+        split = group_kfold(datalist, "subject", num_folds=5, fold=fold, seed=3)
+        train, val = split["train"], split["val"]
         assert not {i["subject"] for i in train} & {i["subject"] for i in val}
         assert len(train) + len(val) == len(datalist)
         val_subjects.extend({i["subject"] for i in val})
         sizes.append(len(val))
     assert sorted(val_subjects) == sorted(counts)  # every subject in exactly one validation fold
     assert max(sizes) - min(sizes) <= max(counts.values())
-    assert subject_kfold(datalist, 5, 2, seed=3) == subject_kfold(datalist, 5, 2, seed=3)
+    assert group_kfold(datalist, "subject", 5, 2, seed=3) == group_kfold(datalist, "subject", 5, 2, seed=3)
 
 
 @pytest.mark.parametrize(
     "split, message",
     [
-        (lambda d: subject_kfold(d, num_folds=4), "4 folds need at least 4 subjects, got 3"),
-        (lambda d: subject_kfold(d, num_folds=3, fold=3), r"fold must be in \[0, 3\)"),
-        (lambda d: subject_kfold(d, num_folds=1), "num_folds"),
-        (lambda d: subject_split(d, val_fraction=1.0), "val_fraction"),
-        (lambda d: subject_split(d[:2]), "at least 2 subjects"),
-        (lambda d: subject_split([{"image": "1.tif", "img": 1}]), "1.tif has no 'subject'"),
+        (lambda d: group_kfold(d, "subject", num_folds=4), "4 folds need at least 4 subjects, got 3"),
+        (lambda d: group_kfold(d, "subject", num_folds=3, fold=3), r"fold must be in \[0, 3\)"),
+        (lambda d: group_kfold(d, "subject", num_folds=1), "num_folds"),
+        (lambda d: group_split(d, "subject", {"val": 1.0}), "val_fraction"),
+        (lambda d: group_split(d[:2], "subject", {"val": 0.2}), "at least 2 subjects"),
+        (lambda d: group_split([{"image": "1.tif", "img": 1}], "subject", {"val": 0.2}), "1.tif has no 'subject'"),
     ],
 )
 def test_split_errors(split, message):
@@ -210,20 +213,20 @@ def test_split_errors(split, message):
 
 
 def test_nerve_split(demo):
-    split = nerve_split(demo, val_fraction=0.34)
+    split = load_split("nerve", demo, val_fraction=0.34)
     assert len({i["subject"] for i in split["val"]}) == 2 and len(split["train"]) + len(split["val"]) == 60
-    fold = nerve_split(demo, fold=1, num_folds=3, validate=False)
-    assert fold == dict(zip(("train", "val"), subject_kfold(nerve_datalist(demo), num_folds=3, fold=1)))
+    fold = load_split("nerve", demo, fold=1, num_folds=3, validate=False)
+    assert fold == group_kfold(load_datalist("nerve", demo, validate=False), "subject", num_folds=3, fold=1)
 
 
 # ---------------------------------------------------------------------------------------------- demo data
 
 
 def test_demo_layout(demo):
-    datalist = nerve_datalist(demo)
+    datalist = load_datalist("nerve", demo, validate=False)
     assert len(datalist) == 60 and {i["subject"] for i in datalist} == set(range(1, 7))
-    assert [i["img"] for i in nerve_datalist(demo, "test")] == list(range(1, 13))
-    validate_nerve_pairs(datalist + nerve_datalist(demo, "test"))
+    assert [i["img"] for i in load_datalist("nerve", demo, "test", validate=False)] == list(range(1, 13))
+    validate_datalist("nerve", datalist + load_datalist("nerve", demo, "test", validate=False))
     image, mask = tifffile.imread(datalist[0]["image"]), tifffile.imread(datalist[0]["label"])
     assert image.shape == mask.shape == (420, 580) and image.dtype == mask.dtype == np.uint8
     assert 40 < image.mean() < 160 and image.std() > 20
@@ -237,7 +240,7 @@ def test_demo_layout(demo):
 
 def test_demo_nerve_is_visible(demo):
     """The masked nerve differs from its surroundings: dark inside, bright rim."""
-    for item in nerve_datalist(demo)[:20]:
+    for item in load_datalist("nerve", demo, validate=False)[:20]:
         image, mask = tifffile.imread(item["image"]).astype(float), tifffile.imread(item["label"]) > 0
         if mask.any():
             ys, xs = np.nonzero(mask)
@@ -247,8 +250,8 @@ def test_demo_nerve_is_visible(demo):
 
 def test_demo_deterministic(tmp_path):
     kwargs = dict(num_subjects=2, images_per_subject=3, num_test=2, size=(30, 40))
-    first, second = make_nerve_demo(tmp_path / "a", **kwargs), make_nerve_demo(tmp_path / "b", **kwargs)
-    other = make_nerve_demo(tmp_path / "c", seed=1, **kwargs)
+    first, second = make_demo("nerve", tmp_path / "a", **kwargs), make_demo("nerve", tmp_path / "b", **kwargs)
+    other = make_demo("nerve", tmp_path / "c", seed=1, **kwargs)
     files = sorted(os.path.relpath(os.path.join(r, f), first) for r, _, names in os.walk(first) for f in names)
     assert len(files) == 2 * 6 + 2 + 2  # images and masks, test images, train_masks.csv and test_masks.csv
     for name in files:
@@ -260,11 +263,11 @@ def test_demo_deterministic(tmp_path):
 
 def test_demo_overwrite(tmp_path):
     kwargs = dict(images_per_subject=2, num_test=1, size=(30, 40))
-    make_nerve_demo(tmp_path, num_subjects=3, **kwargs)
+    make_demo("nerve", tmp_path, num_subjects=3, **kwargs)
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        make_nerve_demo(tmp_path, num_subjects=2, **kwargs)
-    make_nerve_demo(tmp_path, num_subjects=2, overwrite=True, **kwargs)
-    assert len(nerve_datalist(tmp_path)) == 4  # no image of the third subject is left
+        make_demo("nerve", tmp_path, num_subjects=2, **kwargs)
+    make_demo("nerve", tmp_path, num_subjects=2, overwrite=True, **kwargs)
+    assert len(load_datalist("nerve", tmp_path, validate=False)) == 4  # no image of the third subject is left
 
 
 def test_make_nerve_test_images(tmp_path):
@@ -275,19 +278,19 @@ def test_make_nerve_test_images(tmp_path):
 
 def test_ensure_nerve_demo(tmp_path):
     root = tmp_path / "nerve"
-    assert ensure_nerve_demo(root) == str(root)
+    assert ensure_demo("nerve", root) == str(root)
     assert sorted(os.listdir(root)) == ["test", "test_masks.csv", "train", "train_masks.csv"]  # no staging left
     stamp = os.path.getmtime(root / "train")
-    assert ensure_nerve_demo(root) == str(root) and os.path.getmtime(root / "train") == stamp
-    assert len(nerve_datalist(root)) == 120  # the default demo: 10 subjects x 12 images
+    assert ensure_demo("nerve", root) == str(root) and os.path.getmtime(root / "train") == stamp
+    assert len(load_datalist("nerve", root, validate=False)) == 120  # the default demo: 10 subjects x 12 images
 
 
 @pytest.mark.parametrize("style", ["speckle", "fascicles"])
 def test_demo_answer_key_matches_the_test_images(tmp_path, style):
     """test_masks.csv holds a nerve for about half the test images, in the submission format, and no others."""
-    root = make_nerve_demo(tmp_path, num_subjects=1, images_per_subject=2, num_test=12, size=(60, 80), style=style)
+    root = make_demo("nerve", tmp_path, num_subjects=1, images_per_subject=2, num_test=12, size=(60, 80), style=style)
     key = read_submission(os.path.join(root, "test_masks.csv"), shape=(60, 80))
     assert sorted(key) == list(range(1, 13)) == sorted(int(name[:-4]) for name in os.listdir(os.path.join(root, "test")))
     assert 3 <= sum(rle != "" for rle in key.values()) <= 9
     with pytest.raises(ValueError, match="unknown nerve demo style 'plain'"):
-        make_nerve_demo(tmp_path / "other", style="plain")
+        make_demo("nerve", tmp_path / "other", style="plain")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_seg.data import make_brats_demo, make_nerve_demo
+from monai_seg.data import make_demo
 from tests.bundle_utils import run_bundle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,14 +33,14 @@ def assert_identical(a: dict, b: dict) -> None:
     [
         (
             "nerve_ultrasound_segmentation",
-            lambda root: make_nerve_demo(str(root / "data"), num_subjects=2, images_per_subject=4, num_test=1,
+            lambda root: make_demo("nerve", str(root / "data"), num_subjects=2, images_per_subject=4, num_test=1,
                                          size=(96, 64)),
             {"num_workers": 0, "batch_size": 2, "val_fraction": 0.5, "spatial_size": [32, 32],
              "network_def#channels": [16, 16, 16, 16, 16], "network_def#presence_grid": [2, 2]},
         ),
         (
             "brats_mri_uncertainty",
-            lambda root: make_brats_demo(str(root / "data"), num_cases=3, shape=(32, 32, 8)),
+            lambda root: make_demo("brats", str(root / "data"), num_cases=3, shape=(32, 32, 8)),
             {"num_workers": 0, "batch_size": 8, "spatial_size": [32, 32], "network_def#channels": [8, 16, 32],
              "network_def#blocks": [1, 1, 1]},
         ),

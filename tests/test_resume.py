@@ -16,7 +16,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
 
-from monai_seg.data import make_brats_demo, make_drive_demo, make_isic_demo, make_nerve_demo, make_xray_demo
+from monai_seg.data import make_demo
 from monai_seg.handlers import AtomicCheckpointSaver, AtomicDiskSaver, ResumableEarlyStopHandler
 from tests.bundle_utils import REPO, config_files, run_bundle
 
@@ -54,8 +54,8 @@ def optimizer_steps(checkpoint: dict) -> set[int]:
 
 @pytest.fixture(scope="module")
 def nerve_data(tmp_path_factory):
-    return make_nerve_demo(str(tmp_path_factory.mktemp("nerve_resume") / "data"), num_subjects=2, images_per_subject=4,
-                           num_test=1, size=(96, 64))
+    return make_demo("nerve", str(tmp_path_factory.mktemp("nerve_resume") / "data"), num_subjects=2,
+                     images_per_subject=4, num_test=1, size=(96, 64))
 
 
 def nerve_dirs(root, data) -> dict:
@@ -100,24 +100,24 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path, nerve_data):
 
 
 def _brats(root):
-    return make_brats_demo(str(root / "data"), num_cases=3, shape=(32, 32, 8)), {
+    return make_demo("brats", str(root / "data"), num_cases=3, shape=(32, 32, 8)), {
         "num_workers": 0, "batch_size": 8, "spatial_size": [32, 32], "network_def#channels": [8, 16, 32],
         "network_def#blocks": [1, 1, 1]}
 
 
 def _retina(root):
-    return make_drive_demo(root / "data", num_training=3, num_test=1, size=(64, 64)), {
+    return make_demo("drive", root / "data", num_training=3, num_test=1, size=(64, 64)), {
         "num_workers": 0, "batch_size": 2, "patches_per_image": 1, "patch_size": [32, 32], "val_fraction": 0.34,
         "network_def#channels": [4, 8, 16, 32, 64]}
 
 
 def _skin(root):
-    return make_isic_demo(root / "data", num_train=2, num_val=1, num_test=1), {
+    return make_demo("isic", root / "data", num_train=2, num_val=1, num_test=1), {
         "num_workers": 0, "batch_size": 2, "spatial_size": [32, 32], "network_def#channels": [4, 8, 16, 32, 64]}
 
 
 def _xray(root):
-    return make_xray_demo(root / "data", num_train=2, num_val=1, num_test=1, size=(40, 32)), {
+    return make_demo("xray", root / "data", num_train=2, num_val=1, num_test=1, size=(40, 32)), {
         "num_workers": 0, "batch_size": 2, "spatial_size": [32, 32], "network_def#features": [4, 4, 8, 16, 32, 4]}
 
 

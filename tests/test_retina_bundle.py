@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monai_seg.data import drive_datalist, make_drive_demo
+from monai_seg.data import load_datalist, make_demo
 from monai_seg.networks import R2UNet
 from tests.bundle_utils import run_bundle
 from tests.test_skin_bundle import check_bundle_exports
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def trained(tmp_path_factory):
     """Demo data (3 training images: 2 train + 1 val, 2 test images) and a 1-epoch training via `training`."""
     root = tmp_path_factory.mktemp("retina")
-    data = make_drive_demo(root / "data", num_training=3, num_test=2, size=SIZE)
+    data = make_demo("drive", root / "data", num_training=3, num_test=2, size=SIZE)
     dirs = {"dataset_dir": data, "ckpt_dir": str(root / "models"), "output_dir": str(root / "eval")}
     run_bundle(BUNDLE, ["train.json"], run_id="training", epochs=1, val_fraction=0.34, **dirs, **SMALL)
     return root, dirs
@@ -52,7 +52,7 @@ def test_evaluate_reports_the_paper_metrics_inside_the_fov(tmp_path, trained):
     assert all(0.0 <= value <= 1.0 for value in metrics.values())
     with open(root / "eval" / "metrics_per_image.csv") as f:
         rows = list(csv.DictReader(f))
-    test = drive_datalist(root / "data", "test")
+    test = load_datalist("drive", root / "data", "test", validate=False)
     assert [r["filename"] for r in rows] == [d["image"] for d in test]
     assert np.mean([float(r["dice"]) for r in rows]) == pytest.approx(metrics["val_dice"], abs=1e-6)
 

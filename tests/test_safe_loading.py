@@ -9,7 +9,7 @@ import pytest
 import torch
 from monai.handlers import CheckpointLoader
 
-from monai_seg.data import make_nerve_demo
+from monai_seg.data import make_demo
 from monai_seg.handlers import ResumeCheckpointLoader
 from monai_seg.utils import check_outputs
 from tests.bundle_utils import BUNDLES, REPO, bundle_network, run_bundle
@@ -96,7 +96,7 @@ def test_check_outputs_names_the_path_and_the_flag(tmp_path):
 def nerve(tmp_path_factory):
     """Tiny nerve data and an untrained best model in the bundle's plain state_dict format."""
     root = tmp_path_factory.mktemp("nerve_outputs")
-    data = make_nerve_demo(str(root / "data"), num_subjects=2, images_per_subject=2, num_test=2, size=(96, 64))
+    data = make_demo("nerve", str(root / "data"), num_subjects=2, images_per_subject=2, num_test=2, size=(96, 64))
     (root / "models").mkdir()
     torch.save(bundle_network(NERVE, **TINY).state_dict(), root / "models" / "model.pt")
     return root, data

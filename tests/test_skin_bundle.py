@@ -11,7 +11,7 @@ import torch
 from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
 from PIL import Image
 
-from monai_seg.data import isic_datalist, make_isic_demo
+from monai_seg.data import load_datalist, make_demo
 from monai_seg.networks import R2UNet
 from tests.bundle_utils import SCHEMA, config_files, run_bundle
 
@@ -42,7 +42,7 @@ def check_bundle_exports(bundle: str, net: torch.nn.Module, checkpoint: str, tmp
 def trained(tmp_path_factory):
     """Demo data (4 train, 2 val, 3 test images) and a 1-epoch training run via the `training` entry."""
     root = tmp_path_factory.mktemp("skin")
-    data = make_isic_demo(root / "data", num_train=4, num_val=2, num_test=3)
+    data = make_demo("isic", root / "data", num_train=4, num_val=2, num_test=3)
     dirs = {"dataset_dir": data, "ckpt_dir": str(root / "models"), "output_dir": str(root / "eval")}
     run_bundle(BUNDLE, ["train.json"], run_id="training", epochs=1, **dirs, **SMALL)
     return root, dirs
@@ -69,7 +69,8 @@ def test_evaluate_scores_the_test_images_at_their_own_size(trained):
     run_bundle(BUNDLE, ["train.json", "evaluate.json"], **dirs, **SMALL)
     with open(root / "eval" / "metrics_per_image.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["filename"] for r in rows] == [d["image"] for d in isic_datalist(root / "data" / "test")]
+    test = load_datalist("isic", root / "data", "test", validate=False)
+    assert [r["filename"] for r in rows] == [d["image"] for d in test]
     assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
     assert (root / "eval" / "overlays.png").is_file()
 
@@ -79,7 +80,7 @@ def test_inference_writes_isic_masks(tmp_path, trained):
     run_bundle(BUNDLE, ["inference.json"], dataset_dir=dirs["dataset_dir"], checkpoint=dirs["ckpt_dir"] + "/model.pt",
                output_dir=str(tmp_path), num_workers=0, spatial_size=SMALL["spatial_size"],
                **{"network_def#channels": CHANNELS})
-    for item in isic_datalist(root / "data" / "test", labeled=False):
+    for item in load_datalist("isic", root / "data", "test", labels="none", validate=False):
         mask = np.asarray(Image.open(tmp_path / "masks" / f"{item['id']}_segmentation.png"))
         assert mask.shape == np.asarray(Image.open(item["image"])).shape[:2]  # the image's own size and orientation
         assert set(np.unique(mask)) <= {0, 255}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from monai.utils import path_to_sqlite_uri
 
-from monai_seg.data import make_nerve_demo
+from monai_seg.data import make_demo
 from tests.bundle_utils import run_bundle
 
 mlflow = pytest.importorskip("mlflow")
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mlflow_tracking_writes_a_local_run(tmp_path):
-    data = make_nerve_demo(str(tmp_path / "data"), num_subjects=3, images_per_subject=2, num_test=1)
+    data = make_demo("nerve", str(tmp_path / "data"), num_subjects=3, images_per_subject=2, num_test=1)
     eval_dir = tmp_path / "eval"
     run_bundle(
         "nerve_ultrasound_segmentation", ["train.json"], run_id="training", tracking="mlflow",

@@ -12,7 +12,7 @@ from monai.engines import IterationEvents
 from monai.networks.nets import BasicUNet
 from PIL import Image
 
-from monai_seg.data import make_xray_demo, xray_datalist
+from monai_seg.data import load_datalist, make_demo
 from tests.bundle_utils import config_files, run_bundle
 from tests.test_skin_bundle import check_bundle_exports
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def trained(tmp_path_factory):
     """Demo data (4 train, 2 val, 2 test 16-bit PNGs) and a 1-epoch training via the `training` entry."""
     root = tmp_path_factory.mktemp("xray")
-    data = make_xray_demo(root / "data", num_train=4, num_val=2, num_test=2, size=SIZE)
+    data = make_demo("xray", root / "data", num_train=4, num_val=2, num_test=2, size=SIZE)
     dirs = {"dataset_dir": data, "ckpt_dir": str(root / "models"), "output_dir": str(root / "eval")}
     run_bundle(BUNDLE, ["train.json"], run_id="training", epochs=1, **dirs, **SMALL)
     return root, dirs
@@ -86,7 +86,8 @@ def test_evaluate_writes_per_class_dice(trained):
     run_bundle(BUNDLE, ["train.json", "evaluate.json"], **dirs, **SMALL)
     with open(root / "eval" / "val_class_dice_raw.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["filename"] for r in rows] == [d["image"] for d in xray_datalist(root / "data", "val")]
+    val = load_datalist("xray", root / "data", "val", validate=False)
+    assert [r["filename"] for r in rows] == [d["image"] for d in val]
     assert all(0.0 <= float(r[f"class{c}"]) <= 1.0 for r in rows for c in range(3))
     with open(root / "eval" / "metrics.csv") as f:
         assert next(csv.reader(f))[0] == "val_mean_dice"
@@ -98,7 +99,7 @@ def test_inference_writes_class_maps(tmp_path, trained):
     run_bundle(BUNDLE, ["inference.json"], dataset_dir=dirs["dataset_dir"], checkpoint=dirs["ckpt_dir"] + "/model.pt",
                output_dir=str(tmp_path), num_workers=0, spatial_size=SMALL["spatial_size"],
                **{"network_def#features": FEATURES})
-    for item in xray_datalist(root / "data", "test"):
+    for item in load_datalist("xray", root / "data", "test", validate=False):
         classes = np.asarray(Image.open(tmp_path / "masks" / f"{item['id']}_classes.png"))
         assert classes.shape == SIZE and set(np.unique(classes)) <= {0, 1, 2}
 

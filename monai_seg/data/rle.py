@@ -195,7 +195,7 @@ def read_train_masks_csv(path: str | os.PathLike, shape: tuple[int, int] = NERVE
 
     Returns:
         ``"{subject}_{img}"`` (the image file stem, as ``id`` in
-        :func:`monai_seg.data.nerve_datalist`) -> RLE string, in file order.
+        the nerve layout's datalists) -> RLE string, in file order.
 
     Raises:
         ValueError: naming the file and the line for a wrong header, a row without three

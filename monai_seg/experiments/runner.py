@@ -52,6 +52,18 @@ class Bundle:
             raise ValueError(f"{self.root} is not a bundle folder: configs/metadata.json is missing.")
         self.verbose = verbose
 
+    @property
+    def layout(self) -> str:
+        """The dataset layout of the bundle: the ``layout`` id of ``configs/train.json``.
+
+        Raises:
+            ValueError: when ``configs/train.json`` has no ``layout``.
+        """
+        layout = json.loads((self.root / "configs" / "train.json").read_text()).get("layout")
+        if layout is None:
+            raise ValueError(f"{self.root}/configs/train.json has no 'layout' id.")
+        return layout
+
     def digest(self) -> str:
         """A short SHA-256 of every ``configs/*.json`` (names and contents): it changes when any config
         is edited, so that runs stored under an earlier version of the configs are not taken for new ones."""

@@ -25,7 +25,6 @@ images whose ground truth holds a nerve (on the others they only measure presenc
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import os
 import statistics
@@ -34,15 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai_seg.data import (
-    NERVE_IMAGE_SHAPE,
-    ensure_xray_demo,
-    make_brats_demo,
-    make_nerve_demo,
-    make_xray_demo,
-    xray_datalist,
-)
-from monai_seg.data.folders import ensure_demo
+from monai_seg.data import NERVE_IMAGE_SHAPE, ensure_demo, load_datalist
 from monai_seg.experiments.runner import Bundle, RunStore, write_table
 from monai_seg.visualize import new_figure, save_figure
 
@@ -103,8 +94,8 @@ NERVE_ABLATION = _ablation_rows()
 two-head settings to the bundle's defaults (the last row, no override)."""
 NERVE_ABLATION_DATA = {"speckle": {"num_subjects": 10, "images_per_subject": 12},
                        "fascicles": {"num_subjects": 30, "images_per_subject": 8}}
-"""Dataset style of :func:`monai_seg.data.make_nerve_demo` -> its size in the ablation (the bundle's demo; the
-issue's held-out shape: 30 subjects of 8 images)."""
+"""Dataset style of the nerve demo (:func:`monai_seg.data.make_demo`) -> its size in the ablation (the bundle's demo;
+the issue's held-out shape: 30 subjects of 8 images)."""
 XRAY_QUICK = {"epochs": 4, "learning_rate": 0.001, "batch_size": 2, "num_workers": 0, "spatial_size": [32, 32],
               "network_def#features": [4, 4, 8, 16, 32, 4]}
 BRATS_NET = {"network_def#channels": [8, 16, 32], "network_def#blocks": [1, 1, 1]}
@@ -142,12 +133,13 @@ class ExperimentContext:
         than the current ones is refused (see :meth:`Bundle.digest`)."""
         return RunStore(self.output_dir, total, self.echo, {"bundle_configs": self.bundle.digest()})
 
-    def data(self, make_quick_demo: Callable[[str], object], marker: str) -> dict[str, Any]:
-        """``{"dataset_dir": ...}`` for the runs: the user's folder, the quick demo (written once) or none."""
+    def data(self, **quick_demo: Any) -> dict[str, Any]:
+        """``{"dataset_dir": ...}`` for the runs: the user's folder, the quick demo of the bundle's layout
+        (:func:`monai_seg.data.ensure_demo` with the arguments ``quick_demo``, written once) or none."""
         if self.dataset_dir is not None:
             return {"dataset_dir": self.dataset_dir}
         if self.quick:
-            return {"dataset_dir": ensure_demo(self.output_dir / "demo_data", marker, make_quick_demo)}
+            return {"dataset_dir": ensure_demo(self.bundle.layout, self.output_dir / "demo_data", **quick_demo)}
         return {}
 
     def settings(self, quick: Mapping[str, Any], **run_specific: Any) -> dict[str, Any]:
@@ -220,9 +212,8 @@ def _nerve_run(ctx: ExperimentContext, variants: Sequence[str], data: Mapping[st
     return run
 
 
-def _nerve_demo(num_subjects: int) -> Callable[[str], object]:
-    return lambda path: make_nerve_demo(path, num_subjects=num_subjects, images_per_subject=4, num_test=0,
-                                        size=(105, 145))
+def _nerve_demo(num_subjects: int) -> dict[str, Any]:
+    return {"num_subjects": num_subjects, "images_per_subject": 4, "num_test": 0, "size": (105, 145)}
 
 
 def cross_validation(ctx: ExperimentContext, num_folds: int = 5, model: str = "unet") -> list[dict[str, Any]]:
@@ -236,7 +227,7 @@ def cross_validation(ctx: ExperimentContext, num_folds: int = 5, model: str = "u
     if model not in NERVE_MODELS:
         raise ValueError(f"unknown model {model!r}, expected one of {list(NERVE_MODELS)}.")
     variants, quick = NERVE_MODELS[model]
-    data = ctx.data(_nerve_demo(num_folds), "train")
+    data = ctx.data(**_nerve_demo(num_folds))
     store = ctx.store(num_folds)
     rows = []
     for fold in range(num_folds):
@@ -276,7 +267,7 @@ def model_comparison(ctx: ExperimentContext, models: Sequence[str] = tuple(NERVE
     if unknown:
         raise ValueError(f"unknown models {sorted(unknown)}, expected some of {list(NERVE_MODELS)}.")
     models = ["two_head_unet", *[m for m in models if m != "two_head_unet"]]
-    data = ctx.data(_nerve_demo(3), "train")
+    data = ctx.data(**_nerve_demo(3))
     store = ctx.store(len(models))
     results = {}
     for model in models:
@@ -330,9 +321,9 @@ def nerve_ablation(ctx: ExperimentContext, style: str = "speckle", rows: Sequenc
         data = {"dataset_dir": ctx.dataset_dir}
     else:
         size = (105, 145) if ctx.quick else NERVE_IMAGE_SHAPE
-        make = functools.partial(make_nerve_demo, num_test=0, size=size, style=style, seed=1,
-                                 **({"num_subjects": 3, "images_per_subject": 4} if ctx.quick else NERVE_ABLATION_DATA[style]))
-        data = {"dataset_dir": ensure_demo(ctx.output_dir / f"data_{style}", "train", make)}
+        counts = {"num_subjects": 3, "images_per_subject": 4} if ctx.quick else NERVE_ABLATION_DATA[style]
+        data = {"dataset_dir": ensure_demo(ctx.bundle.layout, ctx.output_dir / f"data_{style}", num_test=0, size=size,
+                                           style=style, seed=1, **counts)}
     store = ctx.store(len(rows))
     table = []
     for row in rows:
@@ -372,8 +363,8 @@ def _with_presence(run: Callable[[Path], dict]) -> Callable[[Path], dict]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _xray_demo(num_train: int) -> Callable[[str], object]:
-    return lambda path: make_xray_demo(path, num_train=num_train, num_val=2, num_test=0, size=(40, 32))
+def _xray_demo(num_train: int) -> dict[str, Any]:
+    return {"num_train": num_train, "num_val": 2, "num_test": 0, "size": (40, 32)}
 
 
 def _xray_run(ctx: ExperimentContext, data: Mapping[str, Any], settings: Mapping[str, Any],
@@ -411,7 +402,7 @@ def noise(ctx: ExperimentContext, std: float = 5000.0, conditions: Sequence[str]
     unknown = set(conditions) - set(NOISE_CONDITIONS)
     if unknown:
         raise ValueError(f"unknown noise conditions {sorted(unknown)}, expected some of {list(NOISE_CONDITIONS)}.")
-    data = ctx.data(_xray_demo(4), "train")
+    data = ctx.data(**_xray_demo(4))
     store = ctx.store(len(conditions))
     rows = []
     for condition in conditions:
@@ -446,9 +437,9 @@ def training_size(ctx: ExperimentContext, sizes: Sequence[int] = (5, 10, 15, 20,
     Raises:
         ValueError: when a size exceeds the training images of the dataset (naming the folder).
     """
-    data = ctx.data(_xray_demo(max(sizes)), "train")
-    dataset_dir = data.get("dataset_dir") or ensure_xray_demo(ctx.bundle.root / "demo_data")  # the bundle's default
-    available = len(xray_datalist(dataset_dir, "train"))
+    data = ctx.data(**_xray_demo(max(sizes)))
+    dataset_dir = data.get("dataset_dir") or ensure_demo(ctx.bundle.layout, ctx.bundle.root / "demo_data")  # default
+    available = len(load_datalist(ctx.bundle.layout, dataset_dir, "train", validate=False))
     too_many = [s for s in sizes if not 0 < s <= available]
     if too_many:
         raise ValueError(f"training sizes {too_many} are not in 1..{available}, the images of "
@@ -493,7 +484,7 @@ def uncertainty(ctx: ExperimentContext, samples: Sequence[int] = (1, 5, 10, 20, 
     unknown = set(locations) - set(DROPOUT_LOCATIONS)
     if unknown:
         raise ValueError(f"unknown dropout locations {sorted(unknown)}, expected some of {list(DROPOUT_LOCATIONS)}.")
-    data = ctx.data(lambda path: make_brats_demo(path, num_cases=6, shape=(48, 48, 24)), "BraTS2021_00000")
+    data = ctx.data(num_cases=6, shape=(48, 48, 24))
     store = ctx.store(len(locations) * (1 + len(samples)))
     rows = []
     for location in locations:

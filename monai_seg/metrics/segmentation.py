@@ -142,7 +142,7 @@ def score_submission(
 ) -> dict[str, float | int]:
     """Score a Kaggle nerve submission against an answer key of the same format (``img,pixels``).
 
-    The demo data's ``test_masks.csv`` is such a key (``monai_seg.data.make_nerve_demo``).
+    The demo data's ``test_masks.csv`` is such a key (``monai_seg.data.make_demo("nerve", ...)``).
 
     Args:
         submission: the submission CSV.

@@ -30,7 +30,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose, SaveImaged
 from PIL import Image
 
-from monai_seg.data import make_nerve_demo, nerve_datalist
+from monai_seg.data import load_datalist, make_demo
 
 NIFTI = (".nii", ".nii.gz")
 
@@ -116,7 +116,7 @@ def write_sample(bundle_dir: str | Path, data_dir: Path, studies: Path, model: s
     bundle_dir, studies = Path(bundle_dir), Path(studies)
     studies.mkdir(parents=True, exist_ok=True)
     if bundle_dir.name.startswith("nerve"):
-        items = nerve_datalist(make_nerve_demo(data_dir, num_subjects=4, images_per_subject=4, num_test=2))
+        items = load_datalist("nerve", make_demo("nerve", data_dir, num_subjects=4, images_per_subject=4, num_test=2))
         nerves = [i["image"] for i in items if np.asarray(Image.open(i["label"])).any()]
         found = (i for i in nerves if model is None or np.asarray(monaibundle_pipeline(bundle_dir, i, model)["pred"]).any())
         image = next(found, nerves[0])
