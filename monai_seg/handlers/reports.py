@@ -276,16 +276,21 @@ class BraTSReport(ReportHandler):
         ]
         return [f"{metric}_{region}" for metric in VOLUME_METRICS for region in self.regions] + qubrats + ["triage_score"]
 
-    def _qubrats(self, item: Mapping, brain: torch.Tensor) -> list[torch.Tensor]:
-        """The QU-BraTS values of every map of ``qubrats_keys`` for one case, in the order of :attr:`columns`."""
+    def _qubrats(self, item: Mapping, prediction: torch.Tensor, brain: torch.Tensor) -> list[torch.Tensor]:
+        """The QU-BraTS values of every map of ``qubrats_keys`` for one case, in the order of :attr:`columns`.
+
+        Args:
+            item: one decollated evaluator output.
+            prediction: the case's binary prediction, shape (1, C, *spatial).
+            brain: the case's brain mask, shape (1, 1, *spatial).
+        """
         label = item[self.label_key][None]
-        prediction = item[self.prob_key][None] > self.threshold
         values = []
         for key in self.qubrats_keys:
             if key not in item:
                 raise ValueError(f"BraTSReport: the evaluator output has no map {key!r} (it has {sorted(item)}).")
             largest = max_uncertainty(key.removeprefix("pred_"), self.activation, len(self.regions))
-            scores = compute_qubrats_score(prediction, label, item[key][None], (0.0, largest), brain[None])
+            scores = compute_qubrats_score(prediction, label, item[key][None], (0.0, largest), brain)
             values += [scores[metric][0] for metric in QUBRATS_METRICS]
         return values
 
@@ -313,12 +318,11 @@ class BraTSReport(ReportHandler):
                 threshold=self.threshold,
                 num_bins=self.num_bins,
             )
-            triage = compute_triage_score(
-                item[self.uncertainty_key][None], item[self.prob_key][None] > self.threshold, band=self.band,
-                mask=brain[None, None],
-            ).mean()
+            prediction, brain = item[self.prob_key][None] > self.threshold, brain[None, None]
+            triage = compute_triage_score(item[self.uncertainty_key][None], prediction, band=self.band, mask=brain)
             self._cases.append(item_case_name(item, self.image_key) or str(len(self._cases)))
-            values = [metrics[name] for name in VOLUME_METRICS] + self._qubrats(item, brain[None]) + [triage[None]]
+            qubrats = self._qubrats(item, prediction, brain)
+            values = [metrics[name] for name in VOLUME_METRICS] + qubrats + [triage.mean()[None]]
             self._rows.append(torch.cat([value.reshape(-1).float().cpu() for value in values]))
 
     def _write_retention(self, rows: torch.Tensor, cases: Sequence[str]) -> dict[str, float]:
