@@ -89,28 +89,21 @@ def test_save_overlay_grid(tmp_path, with_labels):
     assert (width > height) == with_labels
 
 
-def test_importing_the_package_keeps_the_users_matplotlib_backend():
-    """``import monai_seg`` (figures, experiments included) must not switch a notebook's plotting backend."""
-    code = (
-        "import matplotlib; matplotlib.use('svg')\n"
-        "import monai_seg, monai_seg.visualize, monai_seg.experiments.studies\n"
-        "print(matplotlib.get_backend())\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "svg"
-
-
-@pytest.mark.parametrize("backend", ["svg", "pdf"])
-def test_figures_render_without_changing_the_backend(tmp_path, backend):
-    """With another backend chosen by ``MPLBACKEND`` (vector-only: no Agg canvas, no display), importing the
-    package and drawing a figure through it writes the PNG and leaves the backend as it was."""
+@pytest.mark.parametrize("chosen", ["use", "env"])
+def test_figures_render_without_changing_the_backend(tmp_path, chosen):
+    """Whether a notebook chose its plotting backend with ``matplotlib.use`` or ``MPLBACKEND`` (here a
+    vector-only one: no Agg canvas, no display), importing the package (figures, experiments included) and
+    drawing a figure through it writes the PNG and leaves the backend as it was."""
     path = tmp_path / "curves.png"
+    backend = {"use": "svg", "env": "pdf"}[chosen]
     code = (
-        "import matplotlib, monai_seg\n"
+        "import matplotlib\n"
+        + (f"matplotlib.use({backend!r})\n" if chosen == "use" else "")
+        + "import monai_seg, monai_seg.visualize, monai_seg.experiments.studies\n"
         f"monai_seg.visualize.save_training_curves({{'train_loss': [1.0, 0.5]}}, {str(path)!r})\n"
         "print(matplotlib.get_backend())\n"
     )
-    env = {**os.environ, "MPLBACKEND": backend}
+    env = {**os.environ, "MPLBACKEND": backend} if chosen == "env" else dict(os.environ)
     env.pop("DISPLAY", None)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert result.stdout.strip() == backend

@@ -225,41 +225,22 @@ def test_nerve_inference_uses_it_and_writes_the_same_submission(tmp_path):
     assert np.mean(fast != plain) <= 1e-5
 
 
-FAULTS_OF_40MB_TENSORS = """
-import resource, sys
+MEMORY_REUSE = """
+import os, resource
 import torch
 from monai_seg.utils import reuse_freed_memory
-if sys.argv[1] == "reuse":
-    assert reuse_freed_memory()
-for _ in range(10):
-    torch.ones(10 * 2**20)  # the first ones take their pages in either case
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(20):
-    torch.ones(10 * 2**20)  # 40 MiB allocated, written, freed
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_reuse_freed_memory_saves_the_page_faults_of_repeated_allocations():
-    # a subprocess each: the setting holds for the whole process
-    faults = {
-        mode: int(subprocess.run([sys.executable, "-c", FAULTS_OF_40MB_TENSORS, mode], capture_output=True,
-                                 text=True, check=True).stdout)
-        for mode in ("default", "reuse")
-    }
-    # by default glibc maps each 40 MiB block afresh (10,240 faults of 4 KiB each, measured 204,820 for
-    # the 20); reused, the block is already mapped
-    assert faults["reuse"] * 10 < faults["default"], faults
-
-
-KEPT_AND_TRIMMED_AT_FORK = """
-import os
-import torch
-from monai_seg.utils import reuse_freed_memory
-assert reuse_freed_memory()
+def faults_of_40mb_tensors():
+    for _ in range(10):
+        torch.ones(10 * 2**20)  # the first ones take their pages in either case
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        torch.ones(10 * 2**20)  # 40 MiB allocated, written, freed
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+default = faults_of_40mb_tensors()
+assert reuse_freed_memory()  # from here on, for the whole process
+reuse = faults_of_40mb_tensors()
 start = rss()
 torch.ones(50 * 2**20)  # 200 MiB, written and freed: kept in the heap
 kept = rss()
@@ -267,17 +248,30 @@ pid = os.fork()  # as a DataLoader starts its workers
 if pid == 0:
     os._exit(0)
 os.waitpid(pid, 0)
-print(kept - start, kept - rss())
+print(default, reuse, kept - start, kept - rss())
 """
 
 
+@pytest.fixture(scope="module")
+def memory_reuse() -> dict[str, int]:
+    """Page faults of repeated 40 MiB allocations before and after ``reuse_freed_memory()``, then the memory kept
+    after freeing 200 MiB and the memory released by a fork, measured in a fresh process (the setting holds for
+    the whole process, so it is measured once, default first)."""
+    result = subprocess.run([sys.executable, "-c", MEMORY_REUSE], capture_output=True, text=True, check=True)
+    return dict(zip(("default", "reuse", "kept", "released"), map(int, result.stdout.split())))
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and /proc")
-def test_reuse_freed_memory_keeps_freed_memory_but_hands_it_back_before_a_fork():
-    result = subprocess.run([sys.executable, "-c", KEPT_AND_TRIMMED_AT_FORK], capture_output=True, text=True,
-                            check=True)
-    kept, released = (int(n) for n in result.stdout.split())
+def test_reuse_freed_memory_saves_the_page_faults_of_repeated_allocations(memory_reuse):
+    # by default glibc maps each 40 MiB block afresh (10,240 faults of 4 KiB each, measured 204,820 for
+    # the 20); reused, the block is already mapped
+    assert memory_reuse["reuse"] * 10 < memory_reuse["default"], memory_reuse
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and /proc")
+def test_reuse_freed_memory_keeps_freed_memory_but_hands_it_back_before_a_fork(memory_reuse):
     # the freed 200 MiB stay resident until the fork, so that a forked worker does not share them copy-on-write
-    assert kept > 150 * 2**20 and released > 150 * 2**20, (kept, released)
+    assert memory_reuse["kept"] > 150 * 2**20 and memory_reuse["released"] > 150 * 2**20, memory_reuse
 
 
 def test_reuse_freed_memory_reports_a_c_library_without_mallopt():
