@@ -20,14 +20,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import os
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn as nn
-from mc_dropout import median_seconds
+from mc_dropout import first_call_seconds, median_seconds, parse_arguments
 from monai.inferers import Inferer, SlidingWindowInferer
 
 from monai_seg.inferers import (
@@ -88,17 +86,7 @@ def naive_double_loop(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--samples", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument(
-        "--cpu-time", action="store_true", help="time process CPU instead of wall clock (for a shared machine)"
-    )
-    args = parser.parse_args()
-    clock = time.process_time if args.cpu_time else time.perf_counter
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args, clock = parse_arguments(__doc__.split("\n")[0], repeats=3)
     t = args.samples
     print(
         f"T={t} per augmentation, A=5, CPU threads={torch.get_num_threads()} of {os.cpu_count()}, load average "
@@ -114,9 +102,7 @@ def main() -> None:
         x = torch.randn(shape)
         augmentations = bundle_augmentations(len(shape) - 2)
         inferer = TTAMCDropoutInferer(t, augmentations, inner=inner, seed=0)
-        start = clock()
-        inferer(x, net)
-        first = clock() - start
+        first = first_call_seconds(inferer, x, net, clock)
         seconds = median_seconds(
             {"naive": lambda: naive_double_loop(net, x, augmentations, t, inner), "inferer": lambda: inferer(x, net)},
             args.repeats,
