@@ -68,18 +68,26 @@ def first_call_seconds(inferer: MCDropoutInferer, x: torch.Tensor, net: nn.Modul
     return clock() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_arguments(description: str, repeats: int) -> tuple[argparse.Namespace, Callable[[], float]]:
+    """The options of the Monte-Carlo benches (``--samples``, ``--repeats``, ``--threads``, ``--cpu-time``).
+
+    Sets torch's threads; returns the options and the clock to time with.
+    """
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--samples", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
         "--cpu-time", action="store_true", help="time process CPU instead of wall clock (for a shared machine)"
     )
     args = parser.parse_args()
-    clock = time.process_time if args.cpu_time else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args, time.process_time if args.cpu_time else time.perf_counter
+
+
+def main() -> None:
+    args, clock = parse_arguments(__doc__.split("\n")[0], repeats=5)
     t = args.samples
     print(
         f"T={t}, CPU threads={torch.get_num_threads()} of {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, "

@@ -1,11 +1,20 @@
-"""Inferers: Monte-Carlo dropout with uncertainty maps and deterministic-prefix sampling."""
+"""Inferers: Monte-Carlo dropout with uncertainty maps, deterministic-prefix sampling and test-time augmentation."""
 
 from .mc_dropout import (
     ACTIVATIONS,
     DEFAULT_MAPS,
+    MAP_NAMES,
     MCDropoutInferer,
     mc_dropout_mode,
     uncertainty_channels,
     uncertainty_num_classes,
 )
 from .prefix import DEFAULT_DROPOUT_TYPES, PrefixSplit, active_dropout_modules, split_deterministic_prefix
+from .tta import (
+    TTA_MAPS,
+    AffineAugmentation,
+    FlipAugmentation,
+    IdentityAugmentation,
+    InvertibleAugmentation,
+    TTAMCDropoutInferer,
+)

@@ -31,6 +31,7 @@ from monai_seg.inferers.prefix import (
 __all__ = [
     "ACTIVATIONS",
     "DEFAULT_MAPS",
+    "MAP_NAMES",
     "MCDropoutInferer",
     "mc_dropout_mode",
     "uncertainty_channels",
@@ -38,23 +39,25 @@ __all__ = [
 ]
 
 ACTIVATIONS = ("sigmoid", "softmax")
-MAP_NAMES = ("mean", "std", "entropy", "mutual_info")
-DEFAULT_MAPS = MAP_NAMES
+MAP_NAMES = ("mean", "std", "entropy", "mutual_info", "expected_entropy", "tta_std")
+"""Every map an inferer of this package can return; ``tta_std`` only with test-time augmentation."""
+DEFAULT_MAPS = ("mean", "std", "entropy", "mutual_info")
+_ENTROPY_MAPS = ("entropy", "mutual_info", "expected_entropy")
 
 
-def _check_maps(maps: Sequence[str], activation: str) -> tuple[str, ...]:
-    """Validate ``activation`` and ``maps`` (distinct known names); return ``maps`` as a tuple."""
+def _check_maps(maps: Sequence[str], activation: str, names: Sequence[str] = MAP_NAMES) -> tuple[str, ...]:
+    """Validate ``activation`` and ``maps`` (distinct names from ``names``); return ``maps`` as a tuple."""
     maps = tuple(maps)
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
-    if not maps or len(set(maps)) != len(maps) or not set(maps) <= set(MAP_NAMES):
-        raise ValueError(f"maps must be distinct names from {MAP_NAMES}, got {maps}.")
+    if not maps or len(set(maps)) != len(maps) or not set(maps) <= set(names):
+        raise ValueError(f"maps must be distinct names from {tuple(names)}, got {maps}.")
     return maps
 
 
 def _per_class(name: str, activation: str) -> bool:
     """Whether a map has one channel per class; the softmax entropy terms sum over classes."""
-    return not (activation == "softmax" and name in ("entropy", "mutual_info"))
+    return not (activation == "softmax" and name in _ENTROPY_MAPS)
 
 
 def uncertainty_channels(
@@ -62,8 +65,9 @@ def uncertainty_channels(
 ) -> dict[str, slice]:
     """Channel layout of :class:`MCDropoutInferer`'s output.
 
-    The maps follow each other in the order of ``maps``; ``mean`` and ``std`` have one channel per
-    class, ``entropy`` and ``mutual_info`` one per class for ``"sigmoid"`` (independent binary
+    Also the layout of :class:`~monai_seg.inferers.TTAMCDropoutInferer`'s output. The maps follow each other
+    in the order of ``maps``; ``mean``, ``std`` and ``tta_std`` have one channel per class, the entropy terms
+    (``entropy``, ``mutual_info``, ``expected_entropy``) one per class for ``"sigmoid"`` (independent binary
     outputs) and a single channel for ``"softmax"`` (summed over classes). With the default maps:
 
     - sigmoid, C classes: ``[mean (C), std (C), entropy (C), mutual_info (C)]``
@@ -72,7 +76,7 @@ def uncertainty_channels(
     Args:
         num_classes: output channels of the network (C).
         activation: ``"sigmoid"`` or ``"softmax"``.
-        maps: the maps in output order, names from ``("mean", "std", "entropy", "mutual_info")``.
+        maps: the maps in output order, names from :data:`MAP_NAMES`.
 
     Returns:
         map name -> slice of the channel dimension.
@@ -242,6 +246,7 @@ class MCDropoutInferer(Inferer):
     - ``entropy``: predictive entropy H[E_t p_t] in nats (total uncertainty); per channel binary entropy for
       ``"sigmoid"``, summed over classes for ``"softmax"``.
     - ``mutual_info``: H[E_t p_t] - E_t H[p_t] >= 0, the epistemic part (BALD).
+    - ``expected_entropy``: E_t H[p_t], the aleatoric part (``entropy`` - ``mutual_info``).
 
     **Sliding windows.** With ``inner`` (e.g. ``SlidingWindowInferer``), each window gets the T samples and
     returns the moments E[p], E[p^2], E[H(p)]; ``inner`` blends those linearly, so overlapping windows mix
@@ -276,7 +281,7 @@ class MCDropoutInferer(Inferer):
             ``SliceInferer``, ...); ``None`` runs it on the whole input.
         activation: ``"sigmoid"`` (independent channels, e.g. binary or multi-label such as BraTS regions or
             TwoHeadUNet's extra presence channel) or ``"softmax"`` (mutually exclusive classes).
-        maps: maps to return, in order, from ``("mean", "std", "entropy", "mutual_info")``.
+        maps: maps to return, in order, from ``("mean", "std", "entropy", "mutual_info", "expected_entropy")``.
         sample_batch: samples per network call, or ``None`` to tune it.
         seed: seed for the dropout masks, or ``None`` to draw from the global random state.
         prefix_sampling: compute the deterministic prefix once (see above).
@@ -299,6 +304,8 @@ class MCDropoutInferer(Inferer):
         stays off because its module stays in eval.
     """
 
+    supported_maps: tuple[str, ...] = tuple(name for name in MAP_NAMES if name != "tta_std")
+
     def __init__(
         self,
         num_samples: int = 20,
@@ -315,7 +322,7 @@ class MCDropoutInferer(Inferer):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
         if sample_batch is not None and sample_batch < 1:
             raise ValueError(f"sample_batch must be None or >= 1, got {sample_batch}.")
-        self.maps = _check_maps(maps, activation)
+        self.maps = _check_maps(maps, activation, self.supported_maps)
         self.num_samples = num_samples
         self.inner = inner
         self.activation = activation
@@ -349,30 +356,57 @@ class MCDropoutInferer(Inferer):
         """
         if not isinstance(network, nn.Module):
             raise TypeError(f"network must be a torch.nn.Module to switch its dropout on, got {type(network)}.")
-        dtype = inputs.dtype
+        x = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        with self._sampling(network, x.device, args, kwargs) as sample_moments:
+            stats = self._statistics(x, sample_moments)
+        out = self._maps(stats).to(x.dtype if x.dtype.is_floating_point else torch.float32)
+        if isinstance(inputs, MetaTensor):
+            out = convert_to_dst_type(out, MetaTensor([]).copy_meta_from(inputs, copy_attr=False))[0]
+        return out
 
-        def window_moments(window: torch.Tensor) -> torch.Tensor:
-            x = window.as_tensor() if isinstance(window, MetaTensor) else window
-            return self._moments(x.to(dtype), network, args, kwargs)
+    @contextmanager
+    def _sampling(
+        self, network: nn.Module, device: torch.device, args: tuple, kwargs: dict
+    ) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+        """Switch the dropout of ``network`` on and seed it; yield ``moments(x)``, the blended sample moments.
 
-        with mc_dropout_mode(network, self.dropout_types) as active, _seeded(self.seed, inputs.device):
+        ``moments`` maps a plain tensor (B, C_in, *spatial) to (B, [E p (C), E p^2 (C), E H(p) (C or 1)], ...)
+        in float64, window by window through ``inner``. All calls inside one context draw from one random
+        stream.
+
+        Raises:
+            ValueError: on exit, when no dropout layer ran.
+        """
+
+        def window_moments(window: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+            w = window.as_tensor() if isinstance(window, MetaTensor) else window
+            return self._moments(w.to(dtype), network, args, kwargs)
+
+        def moments(x: torch.Tensor) -> torch.Tensor:
+            if self.inner is None:
+                return window_moments(x, x.dtype)
+            blended = self.inner(x.to(torch.float64), lambda w: window_moments(w, x.dtype))
+            return blended.as_tensor() if isinstance(blended, MetaTensor) else blended
+
+        with mc_dropout_mode(network, self.dropout_types) as active, _seeded(self.seed, device):
             ran: set[nn.Module] = set()
             handles = [m.register_forward_hook(lambda mod, i, o: ran.add(mod)) for m in active]
             try:
-                if self.inner is None:
-                    moments = window_moments(inputs)
-                else:
-                    moments = self.inner(inputs.to(torch.float64), window_moments)
+                yield moments
             finally:
                 for h in handles:
                     h.remove()
         if not ran:
             raise ValueError(f"no dropout layer of {type(network).__name__} ran: the samples would all be equal.")
-        moments = moments.as_tensor() if isinstance(moments, MetaTensor) else moments
-        out = self._maps(moments).to(dtype if dtype.is_floating_point else torch.float32)
-        if isinstance(inputs, MetaTensor):
-            out = convert_to_dst_type(out, MetaTensor([]).copy_meta_from(inputs, copy_attr=False))[0]
-        return out
+
+    def _statistics(self, x: torch.Tensor, moments: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The sample statistics that :meth:`_maps` reads (:func:`_group_statistics`): all samples in one group.
+
+        Args:
+            x: (B, C_in, *spatial) plain tensor.
+            moments: the function yielded by :meth:`_sampling`.
+        """
+        return _group_statistics(moments(x), self.activation)
 
     def _sampler(
         self, x: torch.Tensor, network: nn.Module, args: tuple, kwargs: dict
@@ -444,16 +478,40 @@ class MCDropoutInferer(Inferer):
             count += k
         return torch.cat([mean, m2 / count + mean.square(), entropy_sum / count], dim=1)
 
-    def _maps(self, moments: torch.Tensor) -> torch.Tensor:
-        """Turn blended moments (B, 2C + E, ...) into the output maps (B, C_out, ...)."""
-        num_classes = (moments.shape[1] - 1) // 2 if self.activation == "softmax" else moments.shape[1] // 3
-        mean = moments[:, :num_classes].clamp(0.0, 1.0)
-        second = moments[:, num_classes : 2 * num_classes]
-        entropy = _entropy(mean, self.activation)
+    def _maps(self, stats: torch.Tensor) -> torch.Tensor:
+        """Turn statistics averaged over groups (see :func:`_group_statistics`) into the maps (B, C_out, ...)."""
+        c = stats.shape[1] // 5 if self.activation == "sigmoid" else (stats.shape[1] - 2) // 3
+        e = c if self.activation == "sigmoid" else 1
+        mean = stats[:, :c].clamp(0.0, 1.0)
+        second, expected_entropy = stats[:, c : 2 * c], stats[:, 2 * c : 2 * c + e]
+        group_entropy, group_second = stats[:, 2 * c + e : 2 * c + 2 * e], stats[:, 2 * c + 2 * e :]
         maps = {
-            "mean": mean,
-            "std": (second - mean * mean).clamp_min(0.0).sqrt(),
-            "entropy": entropy,
-            "mutual_info": (entropy - moments[:, 2 * num_classes :]).clamp_min(0.0),
+            "mean": lambda: mean,
+            "std": lambda: (second - mean * mean).clamp_min(0.0).sqrt(),
+            "entropy": lambda: _entropy(mean, self.activation),
+            "mutual_info": lambda: (group_entropy - expected_entropy).clamp_min(0.0),
+            "expected_entropy": lambda: expected_entropy,
+            "tta_std": lambda: (group_second - mean * mean).clamp_min(0.0).sqrt(),
         }
-        return torch.cat([maps[name] for name in self.maps], dim=1)
+        return torch.cat([maps[name]() for name in self.maps], dim=1)
+
+
+def _group_statistics(moments: torch.Tensor, activation: str) -> torch.Tensor:
+    """Extend the sample moments of one group by the terms that averaging over groups needs.
+
+    A group is the samples of one input (of one augmentation, with test-time augmentation). The mean of
+    these tensors over the groups gives E p and E p^2 over all samples, E H(p), the mean of the groups'
+    entropies H(E_group p) (for the mutual information within the groups) and the mean of (E_group p)^2
+    (for the spread between the groups). One group: H(E p) - E H(p) is the mutual information and the
+    spread is zero.
+
+    Args:
+        moments: (B, [E p (C), E p^2 (C), E H(p) (E)], ...) with E = C (sigmoid) or 1 (softmax).
+        activation: ``"sigmoid"`` or ``"softmax"``.
+
+    Returns:
+        (B, [E p (C), E p^2 (C), E H(p) (E), H(E p) (E), (E p)^2 (C)], ...).
+    """
+    c = (moments.shape[1] - 1) // 2 if activation == "softmax" else moments.shape[1] // 3
+    mean = moments[:, :c].clamp(0.0, 1.0)
+    return torch.cat([moments, _entropy(mean, activation), mean.square()], dim=1)
