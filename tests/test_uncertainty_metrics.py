@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from monai.metrics import CalibrationErrorMetric
@@ -12,6 +14,7 @@ from monai_seg.metrics import (
     UncertaintyErrorOverlapMetric,
     compute_uncertainty_error_auroc,
     compute_uncertainty_error_overlap,
+    max_uncertainty,
 )
 
 
@@ -130,3 +133,12 @@ def test_invalid_arguments() -> None:
     metric = UncertaintyErrorAUROCMetric("entropy")
     with pytest.raises(ValueError):
         metric(torch.rand(1, 4, 4, 4), torch.ones(1, 2, 4, 4))  # 1 class, 2 label channels
+
+
+def test_max_uncertainty_bounds_every_map():
+    assert max_uncertainty("std", "sigmoid", 1) == max_uncertainty("tta_std", "softmax", 3) == 0.5
+    for name in ("entropy", "mutual_info", "expected_entropy"):
+        assert max_uncertainty(name, "sigmoid", 3) == pytest.approx(math.log(2))
+        assert max_uncertainty(name, "softmax", 3) == pytest.approx(math.log(3))
+    with pytest.raises(ValueError, match="no bound known for the map 'mean'"):
+        max_uncertainty("mean", "sigmoid", 1)

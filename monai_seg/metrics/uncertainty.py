@@ -43,9 +43,17 @@ __all__ = [
 
 
 def max_uncertainty(uncertainty: str, activation: str, num_classes: int) -> float:
-    """The largest value a map can take: 0.5 for ``std``, ln 2 (sigmoid) or ln C (softmax) for the entropies."""
-    if uncertainty == "std":
+    """The largest value a map can take: 0.5 for the standard deviations of probabilities (``std``, ``tta_std``),
+    ln 2 (sigmoid) or ln C (softmax) for the entropies (``entropy``, ``mutual_info``, ``expected_entropy``).
+
+    Raises:
+        ValueError: for another map name.
+    """
+    if uncertainty in ("std", "tta_std"):
         return 0.5
+    if uncertainty not in ("entropy", "mutual_info", "expected_entropy"):
+        raise ValueError(f"no bound known for the map {uncertainty!r}: std, tta_std, entropy, mutual_info or "
+                         "expected_entropy.")
     return math.log(2) if activation == "sigmoid" else math.log(max(num_classes, 2))
 
 
