@@ -131,4 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status:  # a zero status returns normally, as the other ``python -m monai_seg.<module>`` tools do
+        sys.exit(status)
