@@ -16,6 +16,16 @@ ROLE_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.
 """Config files of a bundle's entry points; any other (``r2unet.json``) is a variant merged on top."""
 
 
+TINY_NETS: dict[str, tuple[dict, list[int]]] = {
+    "brats_mri_uncertainty": ({"network_def#channels": [8, 16, 32], "network_def#blocks": [1, 1, 1]}, [1, 4, 32, 32]),
+    "nerve_ultrasound_segmentation": ({"network_def#channels": [16, 32, 64, 128, 256]}, [1, 1, 112, 80]),
+    "retina_vessel_segmentation": ({"network_def#channels": [4, 8, 16, 32, 64]}, [1, 3, 32, 48]),
+    "skin_lesion_segmentation": ({"network_def#channels": [4, 8, 16, 32, 64]}, [1, 3, 32, 32]),
+    "xray_multiclass_segmentation": ({"network_def#features": [4, 4, 8, 16, 32, 4]}, [1, 1, 32, 32]),
+}
+"""Bundle -> (``network_def`` overrides of a tiny net of ``inference.json``, an input shape ``[1, C, *spatial]``)."""
+
+
 def config_files(bundle: str, *names: str) -> list[str]:
     """Paths of ``bundles/<bundle>/configs/<name>`` for each name, in merge order."""
     return [str(BUNDLES / bundle / "configs" / name) for name in names]
