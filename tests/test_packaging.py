@@ -44,8 +44,10 @@ def test_the_claimed_pythons_are_allowed_and_this_one_is_one(setup_cfg):
     assert f"{sys.version_info.major}.{sys.version_info.minor}" in claimed, "the tested Python is a classifier"
 
 
-def test_the_pins_are_this_environment_and_inside_the_ranges(setup_cfg):
-    assert stale_pins(BUNDLES) == {}, "the tested environment differs: python -m monai_seg.pins write bundles"
+def test_the_pins_are_inside_the_ranges(setup_cfg):
+    """The pins are those of the environment the bundles were last tested in (``python -m monai_seg.pins write``
+    before a release); they need not equal this environment, which a fresh install resolves anew, but they must
+    be versions that ``setup.cfg`` allows."""
     requirements = _requirements(setup_cfg["options"]["install_requires"])
     for path in metadata_files(BUNDLES):
         for name, version in pinned(json.loads(path.read_text())).items():
