@@ -15,7 +15,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 import monai_seg
-from monai_seg.pins import installed_version, main, metadata_files, pinned, stale_pins, write_pins
+from monai_seg.pins import installed_version, main, metadata_files, pinned, write_pins
 from tests.bundle_utils import BUNDLES, REPO
 
 
