@@ -12,7 +12,7 @@ from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
 from PIL import Image
 
 from monai_seg.data import make_demo, rle_decode
-from tests.bundle_utils import SCHEMA, bundle_network, config_files, run_bundle
+from tests.bundle_utils import SCHEMA, bundle_network, check_retention_report, config_files, run_bundle
 
 BUNDLE = "nerve_ultrasound_segmentation"
 SMALL = {"num_workers": 0, "batch_size": 4, "network_def#channels": [16, 32, 64, 128, 256]}

@@ -5,6 +5,7 @@ from .mc_dropout import (
     DEFAULT_MAPS,
     MCDropoutInferer,
     mc_dropout_mode,
+    probability_entropy,
     uncertainty_channels,
     uncertainty_num_classes,
 )

@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MAPS",
     "MCDropoutInferer",
     "mc_dropout_mode",
+    "probability_entropy",
     "uncertainty_channels",
     "uncertainty_num_classes",
 ]
@@ -162,15 +163,23 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _entropy(p: torch.Tensor, activation: str) -> torch.Tensor:
-    """Entropy in nats along dim 1: binary entropy per channel (sigmoid) or the sum over classes (softmax)."""
+def probability_entropy(p: torch.Tensor, activation: str) -> torch.Tensor:
+    """Entropy in nats along dim 1: binary entropy per channel (sigmoid) or the sum over classes (softmax).
+
+    Args:
+        p: probabilities, shape (B, C, *spatial).
+        activation: ``"sigmoid"`` (C independent binary outputs) or ``"softmax"`` (C exclusive classes).
+
+    Returns:
+        shape (B, C, *spatial) for ``"sigmoid"``, (B, 1, *spatial) for ``"softmax"``.
+    """
     if activation == "sigmoid":
         return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
     return -torch.special.xlogy(p, p).sum(dim=1, keepdim=True)
 
 
 def _probabilities_and_entropy(logits: torch.Tensor, activation: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities and their entropy (as :func:`_entropy`) from logits (N, C, ...), without log(0).
+    """Probabilities and their entropy (as :func:`probability_entropy`) from logits (N, C, ...), without log(0).
 
     For sigmoid, H = softplus(-|z|) + |z| sigmoid(-|z|): two non-negative terms, exact for large |z|.
     """
@@ -449,7 +458,7 @@ class MCDropoutInferer(Inferer):
         num_classes = (moments.shape[1] - 1) // 2 if self.activation == "softmax" else moments.shape[1] // 3
         mean = moments[:, :num_classes].clamp(0.0, 1.0)
         second = moments[:, num_classes : 2 * num_classes]
-        entropy = _entropy(mean, self.activation)
+        entropy = probability_entropy(mean, self.activation)
         maps = {
             "mean": mean,
             "std": (second - mean * mean).clamp_min(0.0).sqrt(),
