@@ -74,7 +74,8 @@ class PresenceGatingd(MapTransform):
 
     **Referral** (``std_key``): with Monte-Carlo dropout (``MCDropoutInferer(maps=("mean", "std"))`` then
     ``SplitUncertaintyd``), ``data[key]`` holds the mean probabilities and ``data[std_key]`` their std, whose
-    last channel is the presence std. The image is referred to a human when the interval
+    last channel is the presence std (only its spatial mean is read, so the std map need not be resized back
+    with ``Invertd``). The image is referred to a human when the interval
     ``presence ± refer_k * std`` contains ``threshold`` (the presence head cannot decide at that confidence,
     :func:`~monai_seg.metrics.compute_interval_referral_score` >= 1 / ``refer_k``). Referral only flags: the
     mask is gated as without it (a submission needs a mask for every image), and
