@@ -17,7 +17,7 @@ from monai.handlers import from_engine
 from monai_seg.handlers import SegmentationReport, SubmissionWriter
 from monai_seg.inferers import MCDropoutInferer
 from monai_seg.metrics import compute_interval_referral_score, compute_triage_score
-from monai_seg.networks import TwoHeadUNet
+from monai_seg.networks import EvalOptimized, TwoHeadUNet
 from monai_seg.transforms import PresenceGatingd, ProbabilityEntropyd
 
 SIZE = (12, 10)
@@ -91,10 +91,15 @@ def test_presence_std_of_mc_dropout(location, sampled):
     presence head is deterministic and its std is 0 while the segmentation's is not."""
     torch.manual_seed(0)
     net = TwoHeadUNet(2, 1, 1, channels=(16, 32), dropout=0.5, dropout_location=location).eval()
-    out = MCDropoutInferer(8, maps=("mean", "std"), seed=0)(torch.randn(2, 1, 16, 16), net)
+    x = torch.randn(2, 1, 16, 16)
+    out = MCDropoutInferer(8, maps=("mean", "std"), sample_batch=8, seed=0)(x, net)
     seg_std, presence_std = out[:, 2], out[:, 3]  # [seg mean, presence mean, seg std, presence std]
     assert (presence_std > 0).all() if sampled else (presence_std == 0).all()
     assert seg_std.max() > 0
+    # the inference bundle's EvalOptimized wrapper is sampled through the net it wraps, with its prefix split
+    inferer = MCDropoutInferer(8, maps=("mean", "std"), sample_batch=8, seed=0)
+    assert torch.allclose(inferer(x, EvalOptimized(net)), out, atol=1e-6)
+    assert inferer.prefix_split(net) is not None
 
 
 def test_submission_side_report_lists_the_referred_images(tmp_path):

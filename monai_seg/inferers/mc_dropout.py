@@ -21,6 +21,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
+from monai_seg.networks.inference import EvalOptimized
 from monai_seg.inferers.prefix import (
     DEFAULT_DROPOUT_TYPES,
     PrefixSplit,
@@ -263,6 +264,8 @@ class MCDropoutInferer(Inferer):
     times. The suffix draws the same dropout masks as the whole network does, so the samples are those of
     full sampling (to float rounding). Nets that do not trace, or trace unfaithfully, are sampled whole.
     The split is computed once per network, on the first input.
+    A :class:`~monai_seg.networks.EvalOptimized` wrapper (a bundle's fast inference net) is sampled through the
+    net it wraps: with dropout on it would run that net anyway, and its optimised copy has no dropout.
 
     **Chunks.** ``sample_batch`` samples are evaluated per network call (the batch becomes
     ``sample_batch * B``) and at most one chunk's activations exist at a time. ``None`` (auto) fixes a chunk
@@ -358,6 +361,8 @@ class MCDropoutInferer(Inferer):
         """
         if not isinstance(network, nn.Module):
             raise TypeError(f"network must be a torch.nn.Module to switch its dropout on, got {type(network)}.")
+        if isinstance(network, EvalOptimized):  # its optimised copy has no dropout: sample the net it wraps
+            network = network.network
         dtype = inputs.dtype
 
         def window_moments(window: torch.Tensor) -> torch.Tensor:
