@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import json
+
 from pathlib import Path
 
 import torch
@@ -50,3 +53,22 @@ def run_bundle(bundle: str, names: list[str], run_id: str = "run", **override) -
         logging_file=str(BUNDLES / bundle / "configs" / "logging.conf"),
         **override,
     )
+
+
+def check_retention_report(output_dir: Path, num_cases: int, prefix: str = "") -> list[dict[str, str]]:
+    """Assert that an evaluation wrote its retention curve (CSV, PNG, areas in the summary) and a review list of
+    ``num_cases`` cases sorted by score, the most uncertain first; return the review list's rows."""
+    with open(output_dir / f"{prefix}retention_curve.csv") as f:
+        curve = list(csv.DictReader(f))
+    assert len(curve) == num_cases and float(curve[0]["fraction_referred"]) == 0.0
+    with open(output_dir / f"{prefix}triage_cases.csv") as f:
+        cases = list(csv.DictReader(f))
+    scores = [float(row["score"]) for row in cases]
+    assert len(cases) == num_cases and scores == sorted(scores, reverse=True)
+    assert [int(row["rank"]) for row in cases] == list(range(1, num_cases + 1))
+    assert (output_dir / f"{prefix}retention_curve.png").stat().st_size > 0
+    summary = json.loads((output_dir / "metrics_summary.json").read_text())
+    for name in ("auc", "random_auc", "oracle_auc"):
+        assert 0.0 <= summary[f"{prefix}retention_{name}"] <= 1.0, name
+    assert summary[f"{prefix}retention_auc"] <= summary[f"{prefix}retention_oracle_auc"] + 1e-9
+    return cases

@@ -12,7 +12,7 @@ from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
 from PIL import Image
 
 from monai_seg.data import make_demo, rle_decode
-from tests.bundle_utils import SCHEMA, bundle_network, config_files, run_bundle
+from tests.bundle_utils import SCHEMA, bundle_network, check_retention_report, config_files, run_bundle
 
 BUNDLE = "nerve_ultrasound_segmentation"
 SMALL = {"num_workers": 0, "batch_size": 4, "network_def#channels": [16, 32, 64, 128, 256]}
@@ -48,20 +48,25 @@ def test_run_entry_trains_too(tmp_path, trained):
 
 
 def test_evaluate_scores_at_original_resolution(trained):
+    """With Monte-Carlo presence samples: the entropy retention curve and the presence-referral curve too."""
     root, dirs = trained
-    run_bundle(BUNDLE, ["train.json", "evaluate.json"], **dirs, **SMALL)
+    run_bundle(BUNDLE, ["train.json", "evaluate.json"], presence_samples=4, **dirs, **SMALL)
     with open(root / "eval" / "metrics_per_image.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and all(r["filename"].endswith(".tif") for r in rows)
     assert all(0.0 <= float(r["dice"]) <= 1.0 and 0.0 <= float(r["presence_prob"]) <= 1.0 for r in rows)
+    assert all(float(r["presence_std"]) > 0 for r in rows)  # the presence head's dropout samples
     assert (root / "eval" / "overlays.png").is_file()
+    for prefix in ("", "presence_"):
+        check_retention_report(root / "eval", len(rows), prefix)
 
 
 def test_inference_writes_masks_and_a_matching_submission(tmp_path, trained):
     root, dirs = trained
     run_bundle(BUNDLE, ["inference.json"], dataset_dir=dirs["dataset_dir"],
                checkpoint=str(root / "models" / "model.pt"), output_dir=str(tmp_path), num_workers=0,
-               presence_threshold=0.0, min_pixels=0, **{"network_def#channels": SMALL["network_def#channels"]})
+               presence_threshold=0.0, min_pixels=0, presence_samples=2,
+               **{"network_def#channels": SMALL["network_def#channels"]})
     with open(tmp_path / "submission.csv") as f:
         reader = csv.reader(f)
         assert next(reader) == ["img", "pixels"]
@@ -71,6 +76,10 @@ def test_inference_writes_masks_and_a_matching_submission(tmp_path, trained):
         mask = np.asarray(Image.open(tmp_path / "masks" / f"{img}_mask.png"))
         assert mask.shape == (420, 580)  # the TIF's own size and orientation
         np.testing.assert_array_equal(rle_decode(rle, (420, 580)), mask > 0)
+    with open(tmp_path / "referrals.csv") as f:  # the side report of the Monte-Carlo presence
+        referrals = list(csv.DictReader(f))
+    assert [int(r["img"]) for r in referrals] == [1, 2, 3, 4, 5]
+    assert all(r["referred"] in ("0", "1") and float(r["presence_std"]) >= 0 for r in referrals)
 
 
 def test_metadata_and_network_checks(tmp_path, trained):

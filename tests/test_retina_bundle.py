@@ -10,7 +10,7 @@ from PIL import Image
 
 from monai_seg.data import load_datalist, make_demo
 from monai_seg.networks import R2UNet
-from tests.bundle_utils import run_bundle
+from tests.bundle_utils import check_retention_report, run_bundle
 from tests.test_skin_bundle import check_bundle_exports
 
 BUNDLE = "retina_vessel_segmentation"
@@ -55,6 +55,7 @@ def test_evaluate_reports_the_paper_metrics_inside_the_fov(tmp_path, trained):
     test = load_datalist("drive", root / "data", "test", validate=False)
     assert [r["filename"] for r in rows] == [d["image"] for d in test]
     assert np.mean([float(r["dice"]) for r in rows]) == pytest.approx(metrics["val_dice"], abs=1e-6)
+    check_retention_report(root / "eval", len(rows))
 
     run_bundle(BUNDLE, ["inference.json"], dataset_dir=dirs["dataset_dir"], checkpoint=dirs["ckpt_dir"] + "/model.pt",
                output_dir=str(tmp_path), num_workers=0, patch_size=SMALL["patch_size"],

@@ -13,7 +13,7 @@ from PIL import Image
 
 from monai_seg.data import load_datalist, make_demo
 from monai_seg.networks import R2UNet
-from tests.bundle_utils import SCHEMA, config_files, run_bundle
+from tests.bundle_utils import SCHEMA, check_retention_report, config_files, run_bundle
 
 BUNDLE = "skin_lesion_segmentation"
 CHANNELS = [4, 8, 16, 32, 64]
@@ -73,6 +73,8 @@ def test_evaluate_scores_the_test_images_at_their_own_size(trained):
     assert [r["filename"] for r in rows] == [d["image"] for d in test]
     assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
     assert (root / "eval" / "overlays.png").is_file()
+    cases = check_retention_report(root / "eval", len(rows))
+    assert {c["case"] for c in cases} == {r["filename"] for r in rows}
 
 
 def test_inference_writes_isic_masks(tmp_path, trained):

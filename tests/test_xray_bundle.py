@@ -13,7 +13,7 @@ from monai.networks.nets import BasicUNet
 from PIL import Image
 
 from monai_seg.data import load_datalist, make_demo
-from tests.bundle_utils import config_files, run_bundle
+from tests.bundle_utils import check_retention_report, config_files, run_bundle
 from tests.test_skin_bundle import check_bundle_exports
 
 BUNDLE = "xray_multiclass_segmentation"
@@ -92,6 +92,12 @@ def test_evaluate_writes_per_class_dice(trained):
     with open(root / "eval" / "metrics.csv") as f:
         assert next(csv.reader(f))[0] == "val_mean_dice"
     assert (root / "eval" / "val_class_dice_summary.csv").is_file() and (root / "eval" / "overlays.png").is_file()
+    with open(root / "eval" / "metrics_per_image.csv") as f:
+        per_image = list(csv.DictReader(f))
+    # the report's Dice is the mean over the foreground classes of MetricsSaver's per-class Dice
+    for row, mine in zip(rows, per_image):
+        assert float(mine["dice"]) == pytest.approx((float(row["class1"]) + float(row["class2"])) / 2, abs=1e-5)
+    check_retention_report(root / "eval", len(rows))
 
 
 def test_inference_writes_class_maps(tmp_path, trained):

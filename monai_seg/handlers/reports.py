@@ -24,18 +24,64 @@ from monai.utils import ImageMetaKey, evenly_divisible_all_gather, string_list_a
 from monai_seg.handlers.utils import item_case_name
 from monai_seg.metrics.brats import VOLUME_METRICS, compute_volume_metrics
 from monai_seg.metrics.qubrats import QUBRATS_METRICS, compute_qubrats_score
-from monai_seg.metrics.segmentation import BinarySegmentationMetrics, write_segmentation_report
-from monai_seg.metrics.triage import compute_retention_curve, compute_triage_score, write_retention_curve
+from monai_seg.metrics.segmentation import (
+    BinarySegmentationMetrics,
+    empty_safe_confusion_matrix_metric,
+    write_segmentation_report,
+)
+from monai_seg.metrics.triage import (
+    compute_interval_referral_score,
+    compute_retention_curve,
+    compute_triage_score,
+    write_retention_curve,
+)
 from monai_seg.metrics.uncertainty import max_uncertainty
 from monai_seg.utils import atomic_write_csv, atomic_write_text
 from monai_seg.visualize import save_retention_curve
 
-__all__ = ["ReportHandler", "SegmentationReport", "BraTSReport"]
+__all__ = ["ReportHandler", "SegmentationReport", "BraTSReport", "write_retention_report"]
 
 
 def _image_meta(batch: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Meta data of the ``image`` of each item of a decollated batch (empty for plain tensors)."""
     return [getattr(item["image"], "meta", {}) for item in batch]
+
+
+def write_retention_report(
+    output_dir: str,
+    quality: torch.Tensor,
+    scores: torch.Tensor,
+    cases: Sequence[str],
+    quality_name: str = "Dice",
+    prefix: str = "",
+) -> dict[str, float]:
+    """Write the retention curve of an evaluation (:func:`~monai_seg.metrics.compute_retention_curve`): the
+    mean quality of the cases kept when the highest scores are referred first, beside the random and the
+    oracle referral, as ``{prefix}retention_curve.csv``, ``{prefix}triage_cases.csv`` (the cases in review
+    order, the most uncertain first) and ``{prefix}retention_curve.png`` in ``output_dir``.
+
+    Args:
+        output_dir: folder of the files.
+        quality: one value per case, higher is better (e.g. Dice), shape (N,).
+        scores: one referral score per case, higher = refer first, shape (N,).
+        cases: the N case names.
+        quality_name: the quality, for the figure's axis.
+        prefix: prefix of the file names and of the summary keys, for a second curve of the same evaluation.
+
+    Returns:
+        ``{prefix}retention_auc``, ``{prefix}retention_random_auc`` and ``{prefix}retention_oracle_auc``,
+        the areas under the three curves, for the summary.
+    """
+    curve = compute_retention_curve(quality, scores)
+    write_retention_curve(
+        curve,
+        os.path.join(output_dir, f"{prefix}retention_curve.csv"),
+        os.path.join(output_dir, f"{prefix}triage_cases.csv"),
+        case_ids=cases,
+    )
+    save_retention_curve(curve, os.path.join(output_dir, f"{prefix}retention_curve.png"), quality_name)
+    return {f"{prefix}retention_auc": curve.auc, f"{prefix}retention_random_auc": curve.random_auc,
+            f"{prefix}retention_oracle_auc": curve.oracle_auc}
 
 
 class ReportHandler:
@@ -94,6 +140,21 @@ class SegmentationReport(ReportHandler):
     presence probabilities (e.g. stored by ``PresenceGatingd(presence_key="presence")``). In
     multi-GPU evaluation the records are gathered and rank ``save_rank`` writes the files.
 
+    **Case triage** (with ``triage_transform``): each image gets a ``triage_score``, the mean of its
+    uncertainty map (e.g. ``ProbabilityEntropyd``'s ``pred_entropy``) over the predicted structure dilated by
+    ``band`` pixels, mean over the channels (:func:`~monai_seg.metrics.compute_triage_score`, ``"structure"``;
+    where nothing is predicted, the mean over the whole image or its mask), and the report adds the
+    retention curve of the per-image Dice (mean over the channels; 1 for an empty mask predicted empty, the
+    Kaggle convention) against that score (:func:`write_retention_report`: ``retention_curve.csv``,
+    ``triage_cases.csv``, ``retention_curve.png``, the areas in the summary).
+
+    **Presence referral** (with ``presence_transform`` and ``presence_std_transform``, e.g. the Monte-Carlo
+    dropout std that ``PresenceGatingd(std_key=...)`` stores): a ``presence_std`` column and a second
+    retention curve, the ``presence_`` files, of the per-image Dice against
+    :func:`~monai_seg.metrics.compute_interval_referral_score` (``std / |presence - presence_threshold|``):
+    its points are the Kaggle score of the images kept when those whose presence interval
+    ``presence ± k * std`` straddles the threshold are referred, for every k.
+
     Example::
 
         SegmentationReport(output_dir, presence_transform=from_engine("presence"))
@@ -107,11 +168,20 @@ class SegmentationReport(ReportHandler):
             batch, as ``SupervisedEvaluator(decollate=True)`` (its default) leaves it.
         presence_transform: if not None, extracts one presence probability per image from
             ``engine.state.output``.
-        presence_threshold: threshold of the presence accuracy.
+        presence_threshold: threshold of the presence accuracy and of the presence referral.
+        triage_transform: if not None, extracts ``(y_pred, uncertainty)`` or ``(y_pred, uncertainty, mask)``
+            from ``engine.state.output``, lists with one tensor per image: the binary prediction (C, *spatial)
+            whose structure the score averages over, the map (C or 1, *spatial) and the pixels that count
+            (1, *spatial), e.g. a field of view.
+        band: width in pixels of the ring around the predicted structure that the triage score includes.
+        presence_std_transform: if not None (with ``presence_transform``), extracts one presence std per image.
         per_image_filename: name of the CSV file.
         summary_filename: name of the JSON file.
         save_rank: rank that writes the files in multi-GPU evaluation.
         name: logger name, defaults to ``engine.logger``.
+
+    Raises:
+        ValueError: when ``presence_std_transform`` is given without ``presence_transform``.
     """
 
     def __init__(
@@ -121,26 +191,43 @@ class SegmentationReport(ReportHandler):
         batch_transform: Callable = _image_meta,
         presence_transform: Callable | None = None,
         presence_threshold: float = 0.5,
+        triage_transform: Callable | None = None,
+        band: int = 2,
+        presence_std_transform: Callable | None = None,
         per_image_filename: str = "metrics_per_image.csv",
         summary_filename: str = "metrics_summary.json",
         save_rank: int = 0,
         name: str | None = None,
     ) -> None:
         super().__init__(output_dir, save_rank, name)
+        if presence_std_transform is not None and presence_transform is None:
+            raise ValueError("SegmentationReport: presence_std_transform needs presence_transform.")
         self.output_transform = output_transform
         self.batch_transform = batch_transform
         self.presence_transform = presence_transform
         self.presence_threshold = presence_threshold
+        self.triage_transform = triage_transform
+        self.band = band
+        self.presence_std_transform = presence_std_transform
         self.per_image_filename = per_image_filename
         self.summary_filename = summary_filename
         self._metric = BinarySegmentationMetrics()
         self._filenames: list[str] = []
-        self._presence: list[float] = []
+        self._values: dict[str, list[float]] = {"presence": [], "presence_std": [], "triage_score": []}
 
     def _started(self, _engine: Engine) -> None:
         self._metric.reset()
         self._filenames = []
-        self._presence = []
+        self._values = {key: [] for key in self._values}
+
+    def _triage_scores(self, output: Any) -> list[float]:
+        """The triage score of each image of ``output`` (mean over the channels)."""
+        parts = self.triage_transform(output)  # type: ignore[misc]
+        masks = parts[2] if len(parts) > 2 else [None] * len(parts[0])
+        return [
+            compute_triage_score(u[None], pred[None], band=self.band, mask=None if m is None else m[None]).mean().item()
+            for pred, u, m in zip(parts[0], parts[1], masks)
+        ]
 
     def __call__(self, engine: Engine) -> None:
         """
@@ -156,8 +243,16 @@ class SegmentationReport(ReportHandler):
             self._filenames.append(f"{m.get(ImageMetaKey.FILENAME_OR_OBJ, len(self._filenames))}")
         y_pred, y = self.output_transform(engine.state.output)
         self._metric(y_pred, y)
-        if self.presence_transform is not None:
-            self._presence.extend(float(p) for p in self.presence_transform(engine.state.output))
+        for key, transform in (("presence", self.presence_transform), ("presence_std", self.presence_std_transform)):
+            if transform is not None:
+                self._values[key].extend(float(p) for p in transform(engine.state.output))
+        if self.triage_transform is not None:
+            self._values["triage_score"].extend(self._triage_scores(engine.state.output))
+
+    def _gathered(self, key: str, ws: int) -> torch.Tensor:
+        """The values recorded under ``key`` on all ranks, a collective call."""
+        values = torch.tensor(self._values[key], dtype=torch.float64)
+        return evenly_divisible_all_gather(values, concat=True) if ws > 1 else values
 
     def _finalize(self, _engine: Engine) -> None:
         """Gather the records from all ranks and write the report on ``save_rank``."""
@@ -165,22 +260,35 @@ class SegmentationReport(ReportHandler):
         ws = idist.get_world_size()
         confusion_matrix = self._metric.get_buffer()
         filenames = string_list_all_gather(self._filenames) if ws > 1 else self._filenames
-        presence = None
-        if self.presence_transform is not None:
-            presence = torch.tensor(self._presence, dtype=torch.float32)
-            if ws > 1:
-                presence = evenly_divisible_all_gather(presence, concat=True)
-        if is_writer:
-            summary = write_segmentation_report(
-                self.output_dir,
-                confusion_matrix,
-                filenames,
-                presence,
-                self.presence_threshold,
-                self.per_image_filename,
-                self.summary_filename,
-            )
-            self.logger.info(f"segmentation report of {summary['num_images']} images written to {self.output_dir}.")
+        presence, presence_std, triage = (
+            None if transform is None else self._gathered(key, ws)
+            for key, transform in (("presence", self.presence_transform),
+                                   ("presence_std", self.presence_std_transform),
+                                   ("triage_score", self.triage_transform))
+        )
+        if not is_writer:
+            return
+        dice = empty_safe_confusion_matrix_metric("f1 score", confusion_matrix).mean(dim=1)
+        columns, summary = {}, {}
+        if triage is not None and len(filenames) > 0:
+            columns["triage_score"] = triage.tolist()
+            summary.update(write_retention_report(self.output_dir, dice, triage, filenames))
+        if presence is not None and presence_std is not None and len(filenames) > 0:
+            referral = compute_interval_referral_score(presence, presence_std, self.presence_threshold)
+            columns.update(presence_std=presence_std.tolist(), presence_referral_score=referral.tolist())
+            summary.update(write_retention_report(self.output_dir, dice, referral, filenames, prefix="presence_"))
+        summary = write_segmentation_report(
+            self.output_dir,
+            confusion_matrix,
+            filenames,
+            None if presence is None else presence.float(),
+            self.presence_threshold,
+            self.per_image_filename,
+            self.summary_filename,
+            extra_columns=columns,
+            extra_summary=summary,
+        )
+        self.logger.info(f"segmentation report of {summary['num_images']} images written to {self.output_dir}.")
 
 
 def _spacing(x: torch.Tensor) -> list[float] | None:
@@ -325,24 +433,6 @@ class BraTSReport(ReportHandler):
             values = [metrics[name] for name in VOLUME_METRICS] + qubrats + [triage.mean()[None]]
             self._rows.append(torch.cat([value.reshape(-1).float().cpu() for value in values]))
 
-    def _write_retention(self, rows: torch.Tensor, cases: Sequence[str]) -> dict[str, float]:
-        """Write the retention curve of the cases (mean Dice over the regions against ``triage_score``).
-
-        Returns:
-            the areas under the model's, the random and the oracle curve, for the summary.
-        """
-        dice = rows[:, [self.columns.index(f"dice_{region}") for region in self.regions]].nanmean(dim=1)
-        curve = compute_retention_curve(dice.nan_to_num(0.0), rows[:, self.columns.index("triage_score")])
-        write_retention_curve(
-            curve,
-            os.path.join(self.output_dir, "retention_curve.csv"),
-            os.path.join(self.output_dir, "triage_cases.csv"),
-            case_ids=cases,
-        )
-        save_retention_curve(curve, os.path.join(self.output_dir, "retention_curve.png"), "mean Dice")
-        return {"retention_auc": curve.auc, "retention_random_auc": curve.random_auc,
-                "retention_oracle_auc": curve.oracle_auc}
-
     def _finalize(self, _engine: Engine) -> None:
         """Gather the rows from all ranks and write the report on ``save_rank``."""
         is_writer = self._is_writer()
@@ -361,6 +451,8 @@ class BraTSReport(ReportHandler):
         atomic_write_csv(os.path.join(self.output_dir, self.per_case_filename), ["case", *self.columns],
                          ([case, *values] for case, values in zip(cases, rows.tolist())))
         if len(cases) > 0:
-            summary.update(self._write_retention(rows, cases))
+            dice = rows[:, [self.columns.index(f"dice_{region}") for region in self.regions]].nanmean(dim=1)
+            summary.update(write_retention_report(self.output_dir, dice.nan_to_num(0.0),
+                                                  rows[:, self.columns.index("triage_score")], cases, "mean Dice"))
         atomic_write_text(os.path.join(self.output_dir, self.summary_filename), json.dumps(summary, indent=2) + "\n")
         self.logger.info(f"BraTS report of {len(cases)} cases written to {self.output_dir}: {summary}")

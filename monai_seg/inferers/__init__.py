@@ -6,6 +6,7 @@ from .mc_dropout import (
     MAP_NAMES,
     MCDropoutInferer,
     mc_dropout_mode,
+    probability_entropy,
     uncertainty_channels,
     uncertainty_num_classes,
 )

@@ -21,6 +21,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
+from monai_seg.networks.inference import EvalOptimized
 from monai_seg.inferers.prefix import (
     DEFAULT_DROPOUT_TYPES,
     PrefixSplit,
@@ -34,6 +35,7 @@ __all__ = [
     "MAP_NAMES",
     "MCDropoutInferer",
     "mc_dropout_mode",
+    "probability_entropy",
     "uncertainty_channels",
     "uncertainty_num_classes",
 ]
@@ -166,15 +168,23 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _entropy(p: torch.Tensor, activation: str) -> torch.Tensor:
-    """Entropy in nats along dim 1: binary entropy per channel (sigmoid) or the sum over classes (softmax)."""
+def probability_entropy(p: torch.Tensor, activation: str) -> torch.Tensor:
+    """Entropy in nats along dim 1: binary entropy per channel (sigmoid) or the sum over classes (softmax).
+
+    Args:
+        p: probabilities, shape (B, C, *spatial).
+        activation: ``"sigmoid"`` (C independent binary outputs) or ``"softmax"`` (C exclusive classes).
+
+    Returns:
+        shape (B, C, *spatial) for ``"sigmoid"``, (B, 1, *spatial) for ``"softmax"``.
+    """
     if activation == "sigmoid":
         return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
     return -torch.special.xlogy(p, p).sum(dim=1, keepdim=True)
 
 
 def _probabilities_and_entropy(logits: torch.Tensor, activation: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities and their entropy (as :func:`_entropy`) from logits (N, C, ...), without log(0).
+    """Probabilities and their entropy (as :func:`probability_entropy`) from logits (N, C, ...), without log(0).
 
     For sigmoid, H = softplus(-|z|) + |z| sigmoid(-|z|): two non-negative terms, exact for large |z|.
     """
@@ -259,6 +269,8 @@ class MCDropoutInferer(Inferer):
     times. The suffix draws the same dropout masks as the whole network does, so the samples are those of
     full sampling (to float rounding). Nets that do not trace, or trace unfaithfully, are sampled whole.
     The split is computed once per network, on the first input.
+    A :class:`~monai_seg.networks.EvalOptimized` wrapper (a bundle's fast inference net) is sampled through the
+    net it wraps: with dropout on it would run that net anyway, and its optimised copy has no dropout.
 
     **Chunks.** ``sample_batch`` samples are evaluated per network call (the batch becomes
     ``sample_batch * B``) and at most one chunk's activations exist at a time. ``None`` (auto) fixes a chunk
@@ -356,6 +368,8 @@ class MCDropoutInferer(Inferer):
         """
         if not isinstance(network, nn.Module):
             raise TypeError(f"network must be a torch.nn.Module to switch its dropout on, got {type(network)}.")
+        if isinstance(network, EvalOptimized):  # its optimised copy has no dropout: sample the net it wraps
+            network = network.network
         x = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
         with self._sampling(network, x.device, args, kwargs) as sample_moments:
             stats = self._statistics(x, sample_moments)
@@ -488,7 +502,7 @@ class MCDropoutInferer(Inferer):
         maps = {
             "mean": lambda: mean,
             "std": lambda: (second - mean * mean).clamp_min(0.0).sqrt(),
-            "entropy": lambda: _entropy(mean, self.activation),
+            "entropy": lambda: probability_entropy(mean, self.activation),
             "mutual_info": lambda: (group_entropy - expected_entropy).clamp_min(0.0),
             "expected_entropy": lambda: expected_entropy,
             "tta_std": lambda: (group_second - mean * mean).clamp_min(0.0).sqrt(),
@@ -514,4 +528,4 @@ def _group_statistics(moments: torch.Tensor, activation: str) -> torch.Tensor:
     """
     c = (moments.shape[1] - 1) // 2 if activation == "softmax" else moments.shape[1] // 3
     mean = moments[:, :c].clamp(0.0, 1.0)
-    return torch.cat([moments, _entropy(mean, activation), mean.square()], dim=1)
+    return torch.cat([moments, probability_entropy(mean, activation), mean.square()], dim=1)

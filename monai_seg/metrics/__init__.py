@@ -15,7 +15,14 @@ from .segmentation import (
     segmentation_metrics_from_confusion_matrix,
     write_segmentation_report,
 )
-from .triage import TRIAGE_SCORES, RetentionCurve, compute_retention_curve, compute_triage_score, write_retention_curve
+from .triage import (
+    TRIAGE_SCORES,
+    RetentionCurve,
+    compute_interval_referral_score,
+    compute_retention_curve,
+    compute_triage_score,
+    write_retention_curve,
+)
 from .uncertainty import (
     MeanCalibrationErrorMetric,
     UncertaintyErrorAUROCMetric,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -313,6 +313,8 @@ def write_segmentation_report(
     presence_threshold: float = 0.5,
     per_image_filename: str = "metrics_per_image.csv",
     summary_filename: str = "metrics_summary.json",
+    extra_columns: Mapping[str, Sequence[float]] | None = None,
+    extra_summary: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """
     Write the per-image CSV and the summary JSON of a binary segmentation evaluation.
@@ -332,11 +334,20 @@ def write_segmentation_report(
         presence_threshold: threshold of the presence accuracy.
         per_image_filename: name of the CSV file.
         summary_filename: name of the JSON file.
+        extra_columns: more per-image columns (name -> N values, e.g. a triage score), after the others.
+        extra_summary: more summary entries (e.g. the areas of a retention curve).
 
     Returns:
         the summary written to the JSON file.
+
+    Raises:
+        ValueError: when the filenames, presence probabilities or extra columns do not give one value per image.
     """
     n = confusion_matrix.shape[0]
+    extra_columns = dict(extra_columns or {})
+    if any(len(values) != n for values in extra_columns.values()):
+        raise ValueError(f"got {n} confusion matrices and extra columns of lengths "
+                         f"{ {name: len(values) for name, values in extra_columns.items()} }.")
     if len(filenames) != n or (presence_prob is not None and presence_prob.numel() != n):
         raise ValueError(
             f"got {n} confusion matrices, {len(filenames)} filenames and "
@@ -353,6 +364,8 @@ def write_segmentation_report(
         presence_prob = presence_prob.reshape(-1).float()
         columns["presence_prob"] = presence_prob.tolist()
         summary.update(compute_presence_metrics(presence_prob, gt_presence, presence_threshold))
+    columns.update({name: list(values) for name, values in extra_columns.items()})
+    summary.update(extra_summary or {})
 
     os.makedirs(output_dir, exist_ok=True)
     atomic_write_csv(os.path.join(output_dir, per_image_filename), columns, zip(*columns.values()))

@@ -37,6 +37,7 @@ from monai_seg.utils import atomic_write_csv
 
 __all__ = [
     "TRIAGE_SCORES",
+    "compute_interval_referral_score",
     "RetentionCurve",
     "compute_retention_curve",
     "compute_triage_score",
@@ -153,6 +154,35 @@ def compute_triage_score(
         region = torch.where(region.any(-1, keepdim=True), region, inside)
     weights = region.to(u.dtype)
     return torch.einsum("bcn,bcn->bc", u.expand_as(pred).flatten(2), weights) / weights.sum(-1)
+
+
+def compute_interval_referral_score(
+    mean: float | torch.Tensor, std: float | torch.Tensor, threshold: float = 0.5, eps: float = 1e-6
+) -> torch.Tensor:
+    """How close a sampled probability's interval comes to a decision threshold: ``std / |mean - threshold|``.
+
+    The interval ``[mean - k * std, mean + k * std]`` contains ``threshold`` exactly when the score is at
+    least ``1 / k``, so referring the cases whose interval straddles the threshold refers those with the
+    highest scores first, for every k: sorted by this score, the cases give the retention curve of all k at
+    once. ``|mean - threshold|`` is clamped to ``eps`` (a finite score when the mean sits on the threshold); a
+    zero std scores 0 (never referred).
+
+    Args:
+        mean, std: the mean and standard deviation of the samples (e.g. Monte-Carlo dropout presence
+            probabilities), scalars or tensors of the same shape.
+        threshold: the decision threshold.
+        eps: the smallest distance to the threshold.
+
+    Returns:
+        a float tensor of the shape of ``mean``, >= 0.
+
+    Raises:
+        ValueError: when a ``std`` is negative.
+    """
+    m, s = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(std, dtype=torch.float64)
+    if (s < 0).any():
+        raise ValueError(f"std {s.tolist()} is negative.")
+    return s / (m - threshold).abs().clamp_min(eps)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
 """transforms"""
 
 from .presence import PresenceGatingd, gate_mask
-from .uncertainty import SplitUncertaintyd
+from .uncertainty import ProbabilityEntropyd, SplitUncertaintyd

@@ -1,4 +1,5 @@
-"""Split :class:`~monai_seg.inferers.MCDropoutInferer`'s output into one key per map, for saving."""
+"""Uncertainty maps as transforms: split :class:`~monai_seg.inferers.MCDropoutInferer`'s output into one key per
+map, for saving, and the entropy of a deterministic prediction's probabilities."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from monai_seg.inferers.mc_dropout import DEFAULT_MAPS, uncertainty_channels, uncertainty_num_classes
+from monai_seg.inferers.mc_dropout import (
+    ACTIVATIONS,
+    DEFAULT_MAPS,
+    probability_entropy,
+    uncertainty_channels,
+    uncertainty_num_classes,
+)
 from monai_seg.metrics.uncertainty import max_uncertainty
 
-__all__ = ["SplitUncertaintyd"]
+__all__ = ["ProbabilityEntropyd", "SplitUncertaintyd"]
 
 
 class SplitUncertaintyd(MapTransform):
@@ -56,4 +63,49 @@ class SplitUncertaintyd(MapTransform):
                 if self.normalize and name != "mean":
                     part = part / max_uncertainty(name, self.activation, num_classes)
                 d[key if name == "mean" else f"{key}_{name}"] = part
+        return d
+
+
+class ProbabilityEntropyd(MapTransform):
+    """Store the entropy (nats) of a probability map under ``f"{key}_entropy"``, before it is binarised.
+
+    The uncertainty of a deterministic prediction, one forward pass: the entropy of its probabilities, highest
+    where the probability is near 0.5 (``"sigmoid"``) or spread over the classes (``"softmax"``). It gives the
+    bundles without Monte-Carlo sampling a map for the case-level triage score
+    (:func:`~monai_seg.metrics.compute_triage_score`); it sees aleatoric and epistemic doubt together, as the
+    MC ``entropy`` map does. Place it after ``Activationsd`` and ``Invertd`` (the map on the label's grid) and
+    before the transform that binarises ``key``.
+
+    Args:
+        keys: keys of the probability maps, shape (C, *spatial).
+        activation: ``"sigmoid"`` (one entropy channel per channel) or ``"softmax"`` (one channel, the
+            entropy over the classes).
+        channels: use only the first ``channels`` channels (e.g. 1 to leave out TwoHeadUNet's presence
+            channel, the last one); None uses all.
+        allow_missing_keys: don't raise for missing keys.
+
+    Raises:
+        ValueError: for an unknown ``activation`` or ``channels`` < 1.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        activation: str = "sigmoid",
+        channels: int | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
+        if channels is not None and channels < 1:
+            raise ValueError(f"channels must be None or >= 1, got {channels}.")
+        self.activation = activation
+        self.channels = channels
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            p = d[key][: self.channels]
+            d[f"{key}_entropy"] = probability_entropy(p[None].float(), self.activation)[0]
         return d
