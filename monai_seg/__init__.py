@@ -8,7 +8,7 @@ The modules form layers, from low to high; a module imports only from its own la
 (``tests/test_layering.py`` reads the line below and checks every import of the package against it):
 
     utils -> data, networks, losses -> inferers -> metrics -> transforms -> visualize -> handlers -> engines
-    -> experiments, export, cli
+    -> experiments, export, calibrate, cli
 
 - ``utils``: file-system helpers (atomic writes, the guard against overwriting results) and process settings;
 - ``data``: dataset readers, validation, splits, demo data; ``networks``, ``losses``: the models and their losses;
@@ -16,7 +16,8 @@ The modules form layers, from low to high; a module imports only from its own la
   ``Cumulative`` metrics; ``transforms``: the transforms the bundles add to MONAI's;
 - ``visualize``: the figures; ``handlers``: the Ignite handlers the bundles attach to MONAI's engines;
   ``engines``: the checks run before an engine starts;
-- ``experiments``, ``export``, ``cli``: the command-line tools built on all of the above.
+- ``experiments``, ``export``, ``calibrate``, ``cli``: the command-line tools built on all of the above
+  (``calibrate`` fits a bundle's temperature scaling).
 """
 
 from . import data, engines, handlers, inferers, losses, metrics, networks, transforms, utils, visualize

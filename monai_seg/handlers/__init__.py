@@ -2,13 +2,14 @@
 
 - checkpoints and resume (:mod:`.checkpoint`): atomic checkpoints, resuming from the latest one, early
   stopping with a state;
-- reports (:mod:`.reports`): the per-image / per-case CSV and summary JSON of an evaluator run;
+- reports (:mod:`.reports`): the per-image / per-case CSV and summary JSON of an evaluator run, and its
+  calibration before and after temperature scaling;
 - figures (:mod:`.figures`): training curves, overlay grids and uncertainty figures, drawn during a run;
 - submission (:mod:`.submission`): the Kaggle nerve submission of an inference run.
 """
 
 from .checkpoint import AtomicCheckpointSaver, AtomicDiskSaver, ResumableEarlyStopHandler, ResumeCheckpointLoader
 from .figures import OverlayGrid, RedrawThrottle, TrainingCurves, UncertaintyFigures
-from .reports import BraTSReport, ReportHandler, SegmentationReport
+from .reports import BraTSReport, CalibrationReport, ReportHandler, SegmentationReport
 from .submission import SubmissionWriter, image_id_from_meta
 from .utils import item_case_name

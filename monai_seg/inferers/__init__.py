@@ -1,5 +1,6 @@
-"""Inferers: Monte-Carlo dropout with uncertainty maps and deterministic-prefix sampling."""
+"""Inferers: Monte-Carlo dropout with uncertainty maps, deterministic-prefix sampling, calibrated inference."""
 
+from .calibration import CalibratedInferer, load_temperature, read_calibration, write_calibration
 from .mc_dropout import (
     ACTIVATIONS,
     DEFAULT_MAPS,
