@@ -129,24 +129,35 @@ def negative_log_likelihood(
 
 
 def fit_temperature(
-    logits: torch.Tensor, target: torch.Tensor, activation: str = "sigmoid", max_iter: int = 100
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    activation: str = "sigmoid",
+    bounds: tuple[float, float] = (0.01, 100.0),
+    max_iter: int = 100,
 ) -> torch.Tensor:
     """The temperature minimising the NLL of ``logits / T`` (L-BFGS on log T, so that T stays positive).
+
+    The NLL is convex in 1 / T and each channel's temperature is fitted on its own, so clipping the optimum to
+    ``bounds`` gives the optimum within them. A model whose logits carry no information (barely trained, or a
+    constant channel) has its optimum at T -> infinity (probabilities of one half); the upper bound stops it there.
 
     Args:
         logits: (N, C) pixels (e.g. from :func:`sample_pixels`).
         target: (N, C) binary; one-hot for ``"softmax"``.
         activation: ``"sigmoid"``: one temperature per channel (independent binary problems); ``"softmax"``:
             one temperature for all classes (the argmax is kept).
+        bounds: the smallest and largest temperature returned.
         max_iter: L-BFGS iterations.
 
     Returns:
         (C,) temperatures for ``"sigmoid"``, (1,) for ``"softmax"``.
 
     Raises:
-        ValueError: for an unknown activation or no pixels.
+        ValueError: for an unknown activation, no pixels or bounds that are not 0 < low <= high.
     """
     _check_activation(activation)
+    if not 0 < bounds[0] <= bounds[1]:
+        raise ValueError(f"temperature bounds must satisfy 0 < low <= high, got {bounds}.")
     if logits.numel() == 0:
         raise ValueError("no pixels to fit the temperature on.")
     logits, target = logits.detach().double(), target.detach().double()
@@ -160,7 +171,7 @@ def fit_temperature(
         return loss
 
     optimizer.step(closure)
-    return log_t.detach().exp().float()
+    return log_t.detach().exp().clamp(*bounds).float()
 
 
 def rescale_probabilities(prob: torch.Tensor, factor: torch.Tensor | Sequence[float], activation: str) -> torch.Tensor:
