@@ -129,7 +129,8 @@ def calibrate_bundle(
     with torch.no_grad():
         for batch in loader:
             logits = inferer(batch["image"].to(device), network)
-            target = calibration_target(convert_to_tensor(batch["label"], track_meta=False), logits.shape[1], activation)
+            label = convert_to_tensor(batch["label"], track_meta=False)
+            target = calibration_target(label, logits.shape[1], activation)
             kept = sample_pixels(convert_to_tensor(logits, track_meta=False).cpu(), target, per_image, generator)
             logits_parts.append(kept[0])
             target_parts.append(kept[1])

@@ -8,7 +8,13 @@ import pytest
 import torch
 from monai.inferers import SimpleInferer
 
-from monai_seg.inferers import CalibratedInferer, MCDropoutInferer, load_temperature, read_calibration, write_calibration
+from monai_seg.inferers import (
+    CalibratedInferer,
+    MCDropoutInferer,
+    load_temperature,
+    read_calibration,
+    write_calibration,
+)
 from monai_seg.metrics import (
     CalibrationStats,
     calibration_target,

@@ -420,7 +420,8 @@ class CalibrationReport(ReportHandler):
         probs, labels = self.output_transform(engine.state.output)
         for prob, label in zip(probs, labels):
             prob = convert_to_tensor(prob, track_meta=False).float()[None]
-            target = calibration_target(convert_to_tensor(label, track_meta=False)[None], prob.shape[1], self.activation)
+            label = convert_to_tensor(label, track_meta=False)[None]
+            target = calibration_target(label, prob.shape[1], self.activation)
             self.after.update(prob, target)
             if self.temperature is not None:
                 prob = rescale_probabilities(prob, self.temperature, self.activation)
@@ -451,6 +452,6 @@ class CalibrationReport(ReportHandler):
         atomic_write_text(summary_file, json.dumps(summary, indent=1) + "\n")
         save_reliability_diagram({"before": self.before, "after": self.after},
                                  os.path.join(self.output_dir, self.diagram_filename))
-        self.logger.info(f"Calibration: ECE {summary['calibration']['ece_before']:.4f} -> "
-                         f"{summary['calibration']['ece_after']:.4f}, Brier {summary['calibration']['brier_before']:.4f}"
-                         f" -> {summary['calibration']['brier_after']:.4f}; wrote {summary_file}.")
+        result = summary["calibration"]
+        self.logger.info(f"Calibration: ECE {result['ece_before']:.4f} -> {result['ece_after']:.4f}, Brier "
+                         f"{result['brier_before']:.4f} -> {result['brier_after']:.4f}; wrote {summary_file}.")

@@ -111,7 +111,8 @@ def _scale(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
 def negative_log_likelihood(
     logits: torch.Tensor, target: torch.Tensor, activation: str, temperature: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Mean NLL of ``logits / temperature``: per channel for ``"sigmoid"`` (C,), over the classes for ``"softmax"`` (1,).
+    """Mean NLL of ``logits / temperature``: per channel for ``"sigmoid"`` (C,), over the classes for ``"softmax"``
+    (1,).
 
     Args:
         logits: (N, C) or (B, C, *spatial).
@@ -122,7 +123,8 @@ def negative_log_likelihood(
     _check_activation(activation)
     if temperature is not None:
         logits = _scale(logits, temperature)
-    logits, target = logits.movedim(1, -1).reshape(-1, logits.shape[1]), target.movedim(1, -1).reshape(-1, logits.shape[1])
+    num_channels = logits.shape[1]
+    logits, target = logits.movedim(1, -1).reshape(-1, num_channels), target.movedim(1, -1).reshape(-1, num_channels)
     if activation == "sigmoid":
         return F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none").mean(0)
     return F.cross_entropy(logits.float(), target.argmax(1)).view(1)
