@@ -2,7 +2,8 @@
 
 :func:`calibrate_bundle` runs the trained model (``<ckpt_dir>/model.pt``) on the bundle's validation split, with
 the ``validate`` preprocessing and inferer of ``configs/train.json`` (deterministic: dropout off), samples at most
-``max_pixels`` pixels spread evenly over the images, fits the temperatures
+``max_pixels`` pixels spread evenly over the images (inside the field of view ``fov`` of the items that have one,
+as the retina bundle's), fits the temperatures
 (:func:`~monai_seg.metrics.fit_temperature`: one per channel for sigmoid outputs, including the nerve net's
 presence channel, one for softmax outputs) and writes them with their statistics before and after (NLL, ECE,
 Brier score on the sampled pixels) and the model's checksum (:func:`~monai_seg.inferers.write_calibration`).
@@ -131,7 +132,9 @@ def calibrate_bundle(
             logits = inferer(batch["image"].to(device), network)
             label = convert_to_tensor(batch["label"], track_meta=False)
             target = calibration_target(label, logits.shape[1], activation)
-            kept = sample_pixels(convert_to_tensor(logits, track_meta=False).cpu(), target, per_image, generator)
+            fov = batch.get("fov")
+            fov = None if fov is None else convert_to_tensor(fov, track_meta=False)
+            kept = sample_pixels(convert_to_tensor(logits, track_meta=False).cpu(), target, per_image, generator, fov)
             logits_parts.append(kept[0])
             target_parts.append(kept[1])
             num_images += logits.shape[0]

@@ -76,6 +76,10 @@ def test_targets_and_sampling():
         calibration_target(label, 3, "sigmoid")
     logits, target = sample_pixels(torch.randn(2, 2, 4, 4), presence, 5, torch.Generator().manual_seed(0))
     assert logits.shape == target.shape == (10, 2)
+    fov = torch.zeros(2, 1, 4, 4)
+    fov[:, :, :2, :1] = 1  # two pixels per image
+    logits, target = sample_pixels(torch.arange(64.0).view(2, 2, 4, 4), presence, 5, mask=fov)
+    assert sorted(logits[:, 0].tolist()) == [0.0, 4.0, 32.0, 36.0]
 
 
 def test_rescale_undoes_a_temperature_and_keeps_the_argmax():

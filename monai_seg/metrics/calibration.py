@@ -79,7 +79,11 @@ def calibration_target(label: torch.Tensor, num_channels: int, activation: str) 
 
 
 def sample_pixels(
-    logits: torch.Tensor, target: torch.Tensor, max_pixels: int, generator: torch.Generator | None = None
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    max_pixels: int,
+    generator: torch.Generator | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """At most ``max_pixels`` pixels of each image, drawn uniformly without replacement.
 
@@ -88,16 +92,19 @@ def sample_pixels(
         target: (B, C, *spatial), e.g. from :func:`calibration_target`.
         max_pixels: pixels kept per image.
         generator: random generator of the draw (seed it for a reproducible fit).
+        mask: (B, 1, *spatial), nonzero where pixels may be drawn (e.g. a field of view); None for all.
 
     Returns:
         logits and target of the kept pixels, each (N, C), N <= B * max_pixels.
     """
     logits, target = logits.flatten(2).float(), target.flatten(2).float()
-    n = logits.shape[2]
+    allowed = torch.ones_like(logits[:, 0], dtype=torch.bool) if mask is None else mask.flatten(1).cpu() != 0
     kept_logits, kept_target = [], []
     for b in range(logits.shape[0]):
-        index = torch.randperm(n, generator=generator)[:max_pixels] if n > max_pixels else torch.arange(n)
-        index = index.to(logits.device)
+        candidates = allowed[b].nonzero()[:, 0]
+        if len(candidates) > max_pixels:
+            candidates = candidates[torch.randperm(len(candidates), generator=generator)[:max_pixels]]
+        index = candidates.to(logits.device)
         kept_logits.append(logits[b][:, index].T)
         kept_target.append(target[b][:, index].T)
     return torch.cat(kept_logits), torch.cat(kept_target)
