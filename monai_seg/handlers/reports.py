@@ -449,7 +449,7 @@ class CalibrationReport(ReportHandler):
             **{f"{metric}_{when}_per_channel": getattr(stats, metric)().tolist()
                for when, stats in (("before", self.before), ("after", self.after)) for metric in ("ece", "brier")},
         }
-        atomic_write_text(summary_file, json.dumps(summary, indent=1) + "\n")
+        atomic_write_text(summary_file, json.dumps(summary, indent=2) + "\n")
         save_reliability_diagram({"before": self.before, "after": self.after},
                                  os.path.join(self.output_dir, self.diagram_filename))
         result = summary["calibration"]
