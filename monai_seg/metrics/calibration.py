@@ -98,7 +98,7 @@ def sample_pixels(
         logits and target of the kept pixels, each (N, C), N <= B * max_pixels.
     """
     logits, target = logits.flatten(2).float(), target.flatten(2).float()
-    allowed = torch.ones_like(logits[:, 0], dtype=torch.bool) if mask is None else mask.flatten(1).cpu() != 0
+    allowed = torch.ones(logits.shape[::2], dtype=torch.bool) if mask is None else mask.flatten(1).cpu() != 0
     kept_logits, kept_target = [], []
     for b in range(logits.shape[0]):
         candidates = allowed[b].nonzero()[:, 0]
