@@ -8,7 +8,7 @@ The modules form layers, from low to high; a module imports only from its own la
 (``tests/test_layering.py`` reads the line below and checks every import of the package against it):
 
     utils -> data, networks, losses -> inferers -> metrics -> transforms -> visualize -> handlers -> engines
-    -> experiments, export, pins, cli
+    -> experiments, export, pins, calibrate, cli
 
 - ``utils``: file-system helpers (atomic writes, the guard against overwriting results) and process settings;
 - ``data``: dataset readers, validation, splits, demo data; ``networks``, ``losses``: the models and their losses;
@@ -16,8 +16,9 @@ The modules form layers, from low to high; a module imports only from its own la
   ``Cumulative`` metrics; ``transforms``: the transforms the bundles add to MONAI's;
 - ``visualize``: the figures; ``handlers``: the Ignite handlers the bundles attach to MONAI's engines;
   ``engines``: the checks run before an engine starts;
-- ``experiments``, ``export``, ``pins``, ``cli``: the command-line tools built on all of the above (``pins`` writes
-  the version pins of the bundles' metadata from the installed environment).
+- ``experiments``, ``export``, ``pins``, ``calibrate``, ``cli``: the command-line tools built on all of the above
+  (``pins`` writes the version pins of the bundles' metadata from the installed environment, ``calibrate`` fits
+  a bundle's temperature scaling).
 """
 
 from . import data, engines, handlers, inferers, losses, metrics, networks, transforms, utils, visualize

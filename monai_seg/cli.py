@@ -2,6 +2,7 @@
 
     monai-seg bundles                          # the bundles: task, net, data layout
     monai-seg demo BUNDLE OUT_DIR              # write the bundle's demo dataset into OUT_DIR
+    monai-seg calibrate BUNDLE                 # fit temperature scaling: models/calibration.json
     monai-seg figures OUTPUT_DIR               # overlay grid / uncertainty figures of an inference output
     monai-seg score SUBMISSION ANSWER_KEY      # Kaggle score of a nerve submission against the true masks
 
@@ -21,11 +22,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from monai.transforms import LoadImage
 from monai.utils import optional_import
 
 import monai_seg.data
+from monai_seg.calibrate import calibrate_bundle
 from monai_seg.inferers import DEFAULT_MAPS
 from monai_seg.metrics import score_submission
 from monai_seg.visualize import save_overlay_grid, save_uncertainty_figure
@@ -253,6 +256,29 @@ def render_figures(output_dir: str, dataset_dir: str | None = None, num_images: 
     return written
 
 
+def _bundle_root(args: argparse.Namespace) -> Path:
+    """The bundle folder of ``monai-seg calibrate``: ``--bundle_root``, a folder given as the bundle, or the name."""
+    if args.bundle_root is not None:
+        return Path(args.bundle_root)
+    if (Path(args.bundle) / "configs" / "metadata.json").is_file():
+        return Path(args.bundle)
+    return find_bundle(args.bundle, args.bundles_dir).root
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config ids that ``monai-seg calibrate`` sets: ``--dataset_dir``, ``--ckpt_dir`` and each ``--set``."""
+    override: dict[str, Any] = {k: getattr(args, k) for k in ("dataset_dir", "ckpt_dir") if getattr(args, k)}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes ID=VALUE, got {item!r}.")
+        try:
+            override[key] = json.loads(value)
+        except json.JSONDecodeError:
+            override[key] = value
+    return override
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monai-seg",
@@ -273,6 +299,25 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("out_dir", help="dataset folder to write")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing demo dataset")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+    calibrate = commands.add_parser(
+        "calibrate", parents=[bundles_dir], help="fit a bundle's temperature scaling on its validation split",
+        description="Run the trained model (<ckpt_dir>/model.pt) on the validation split of configs/train.json, fit "
+                    "the temperatures of its logits (one per sigmoid channel, one for softmax) and write them with "
+                    "NLL, ECE and Brier score before and after to <ckpt_dir>/calibration.json, which inference.json "
+                    "and evaluate.json then apply.")
+    calibrate.add_argument("bundle", help="bundle name (see `monai-seg bundles`) or a bundle folder")
+    calibrate.add_argument("--bundle_root", default=None, help="the bundle folder (default: found by name)")
+    calibrate.add_argument("--config_file", nargs="+", default=[],
+                           help="variant configs merged onto configs/train.json, as for training")
+    calibrate.add_argument("--dataset_dir", default=None, help="the dataset (default: the bundle's)")
+    calibrate.add_argument("--ckpt_dir", default=None, help="folder of model.pt (default: the bundle's models/)")
+    calibrate.add_argument("--set", nargs="+", default=[], metavar="ID=VALUE",
+                           help="other config ids to set; VALUE is read as JSON, else as a string")
+    calibrate.add_argument("--max_pixels", type=int, default=1_000_000,
+                           help="validation pixels sampled for the fit (default: 1000000)")
+    calibrate.add_argument("--num_bins", type=int, default=15, help="bins of the calibration error (default: 15)")
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of the pixel sampling (default: 0)")
 
     figures = commands.add_parser(
         "figures", help="render the figures of an inference output folder",
@@ -314,6 +359,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)), row[3], sep="  ")
         elif args.command == "demo":
             print(write_demo(args.bundle, args.out_dir, args.overwrite, args.seed, args.bundles_dir))
+        elif args.command == "calibrate":
+            record = calibrate_bundle(_bundle_root(args), args.config_file, _overrides(args), args.max_pixels,
+                                      args.num_bins, args.seed)
+            print(json.dumps(record, indent=1))
         elif args.command == "score":
             scores = score_submission(args.submission, args.answer_key)
             print(json.dumps(scores, indent=1))

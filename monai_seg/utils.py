@@ -1,10 +1,10 @@
 """The lowest layer of monai-seg: helpers every other module may use, importing nothing of monai_seg.
 
 It is the one home of the file-system helpers: writing files atomically (:func:`atomic_write_text`,
-:func:`atomic_write_csv`, :func:`atomic_save`), and the guard that keeps a run from replacing earlier
-results (:func:`check_free`, and :func:`check_outputs` for bundle runs, also under ``torchrun``). The
-readers, metrics, figures, handlers and experiments all write through them, so each of these
-lives here rather than in one of those layers. :func:`reuse_freed_memory` tunes the C allocator of
+:func:`atomic_write_csv`, :func:`atomic_save`), file checksums (:func:`file_sha256`), and the guard that
+keeps a run from replacing earlier results (:func:`check_free`, and :func:`check_outputs` for bundle runs,
+also under ``torchrun``). The readers, metrics, figures, handlers and experiments all write through them,
+so each of these lives here rather than in one of those layers. :func:`reuse_freed_memory` tunes the C allocator of
 the process for CPU training and inference.
 """
 
@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import functools
 import glob
+import hashlib
 import io
 import os
 import shutil
@@ -31,6 +32,7 @@ __all__ = [
     "atomic_write_text",
     "check_free",
     "check_outputs",
+    "file_sha256",
     "reuse_freed_memory",
 ]
 
@@ -77,6 +79,15 @@ def atomic_write_csv(path: str | os.PathLike, header: Sequence[Any], rows: Itera
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write_text(path, table.getvalue())
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file's bytes (e.g. to tie a result to the model file it was computed with)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_free(paths: Sequence[str], overwrite: bool) -> None:

@@ -17,6 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from monai.data import MetaTensor
 
+from monai_seg.metrics.calibration import CalibrationStats
 from monai_seg.metrics.triage import RetentionCurve
 from monai_seg.utils import atomic_save
 
@@ -24,6 +25,7 @@ __all__ = [
     "new_figure",
     "save_figure",
     "save_overlay_grid",
+    "save_reliability_diagram",
     "save_retention_curve",
     "save_training_curves",
     "save_uncertainty_figure",
@@ -222,4 +224,30 @@ def save_retention_curve(curve: RetentionCurve, filename: str, quality_name: str
     ax.set_title(title or f"retention curve, {len(curve.kept)} cases")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
+    save_figure(fig, filename)
+
+
+def save_reliability_diagram(curves: dict[str, CalibrationStats], filename: str, title: str = "") -> None:
+    """Plot reliability diagrams (frequency of the label against the mean probability per bin, all channels
+    pooled) on one axis, e.g. before and after calibration, with the ECE and Brier score in the legend.
+
+    Args:
+        curves: name -> accumulated statistics, e.g. ``{"before": ..., "after": ...}``.
+        filename: PNG file to write.
+        title: the figure's title.
+    """
+    fig, ax = new_figure(figsize=(5, 4.5))
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
+    for name, stats in curves.items():
+        mean_p, frequency, _ = stats.reliability()
+        shown = ~torch.isnan(mean_p)
+        label = f"{name} (ECE {stats.ece().mean():.4f}, Brier {stats.brier().mean():.4f})"
+        ax.plot(mean_p[shown].numpy(), frequency[shown].numpy(), "o-", markersize=3, label=label)
+    ax.set_xlabel("mean predicted probability (bin)")
+    ax.set_ylabel("frequency of the label")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title or "reliability diagram")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
     save_figure(fig, filename)

@@ -23,8 +23,8 @@ BUNDLE = "brats_mri_uncertainty"
 NET = {"network_def#channels": [8, 16, 32], "network_def#blocks": [1, 1, 1]}
 SMALL = {"num_workers": 0, "batch_size": 16, "spatial_size": [32, 32], **NET}
 INFER = {"num_workers": 0, "spatial_size": [32, 32], "num_samples": 3, "sample_batch": 3, **NET}
-FAST_INFER = {**INFER, "inferer#prefix_sampling": False}  # the deterministic-prefix split is tested once
-FAST_EVAL = {**INFER, "validate#inferer#prefix_sampling": False}
+FAST_INFER = {**INFER, "inferer#inner#prefix_sampling": False}  # the deterministic-prefix split is tested once
+FAST_EVAL = {**INFER, "validate#inferer#inner#prefix_sampling": False}
 MAPS = ("seg", "prob", "std", "entropy", "mutual_info")
 
 

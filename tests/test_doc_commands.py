@@ -13,7 +13,8 @@ clone), with tiny data and tiny nets:
   the overrides of the others must still be ids of the config (or of ``--tracking mlflow``).
 - ``torchrun ... -m monai.bundle run ...``: all of them in one ``torchrun --nnodes 1`` launch on 127.0.0.1
   (one process group, 2 CPU processes at most, gloo), each with the overrides above.
-- ``monai-seg ...``: ``monai_seg.cli.main`` in this process, the demo generators at their tiny sizes.
+- ``monai-seg ...``: ``monai_seg.cli.main`` in this process, the demo generators at their tiny sizes
+  (``monai-seg calibrate bundles/<name>`` with the bundle's tiny overrides).
 - ``python -m monai_seg.experiments ...`` (minutes even in quick mode): its command line is parsed here, and
   ``tests/test_experiments.py`` runs every experiment (:data:`TESTED_ELSEWHERE`).
 - ``python -m monai_seg.<module> ...``: the module as ``__main__`` in this process (with the bundle's tiny
@@ -367,7 +368,11 @@ class Runner:
             return make(layout, *args, **tiny[layout], **kwargs)
 
         patch.setattr(monai_seg.data, "make_demo", make_tiny)
-        monai_seg.cli.main(plan.args)
+        args = list(plan.args)
+        if args[0] == "calibrate":  # the bundle's tiny net and sizes, as its training had
+            tiny_ids = {**COMMON, **TINY[Path(args[1]).name]["override"]}
+            args += ["--set", *(f"{k}={json.dumps(v)}" for k, v in tiny_ids.items())]
+        monai_seg.cli.main(args)
 
     def run_module(self, command: DocCommand, plan: Plan, patch: pytest.MonkeyPatch) -> None:
         """``python -m monai_seg.<module>``; on a bundle's configs with the bundle's tiny net."""

@@ -15,9 +15,9 @@ from monai.data import MetaTensor
 from monai.handlers import from_engine
 
 from monai_seg.handlers import SegmentationReport, SubmissionWriter
-from monai_seg.inferers import MCDropoutInferer
+from monai_seg.inferers import CalibratedInferer, MCDropoutInferer
 from monai_seg.metrics import compute_interval_referral_score, compute_triage_score
-from monai_seg.networks import EvalOptimized, TwoHeadUNet
+from monai_seg.networks import EvalOptimized, TemperatureScaled, TwoHeadUNet
 from monai_seg.transforms import PresenceGatingd, ProbabilityEntropyd
 
 SIZE = (12, 10)
@@ -100,6 +100,10 @@ def test_presence_std_of_mc_dropout(location, sampled):
     inferer = MCDropoutInferer(8, maps=("mean", "std"), sample_batch=8, seed=0)
     assert torch.allclose(inferer(x, EvalOptimized(net)), out, atol=1e-6)
     assert inferer.prefix_split(net) is not None
+    # calibrated (the inference bundle with a calibration file): the same, with the temperatures applied
+    calibrated = CalibratedInferer(MCDropoutInferer(8, maps=("mean", "std"), sample_batch=8, seed=0), [2.0, 0.5])
+    expected = MCDropoutInferer(8, maps=("mean", "std"), sample_batch=8, seed=0)(x, TemperatureScaled(net, [2.0, 0.5]))
+    assert torch.allclose(calibrated(x, EvalOptimized(net)), expected, atol=1e-6)
 
 
 def test_submission_side_report_lists_the_referred_images(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,9 +12,11 @@ import torch
 from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
 from PIL import Image
 
+from monai_seg.cli import main
 from monai_seg.data import load_datalist, make_demo
 from monai_seg.networks import R2UNet
-from tests.bundle_utils import SCHEMA, check_retention_report, config_files, run_bundle
+from tests.bundle_utils import BUNDLES, SCHEMA, check_retention_report, config_files, run_bundle
+from tests.integration.monailabel_check import inference_parser
 
 BUNDLE = "skin_lesion_segmentation"
 CHANNELS = [4, 8, 16, 32, 64]
@@ -93,3 +96,34 @@ def test_metadata_network_and_export(tmp_path, trained):
     net = R2UNet(2, 3, 2, channels=CHANNELS)
     check_bundle_exports(BUNDLE, net, str(root / "models" / "model.pt"), tmp_path, (1, 3, 32, 48),
                          **{"network_def#channels": CHANNELS})
+
+
+def test_calibrate_then_evaluate_and_infer_with_the_temperature(tmp_path, trained):
+    """`monai-seg calibrate` writes calibration.json beside the model; evaluation applies it and reports ECE and
+    Brier score before and after with a reliability diagram; inference (as MONAI Label) applies it; a retrained
+    model is refused."""
+    _, dirs = trained
+    ckpt = tmp_path / "models"
+    ckpt.mkdir()
+    shutil.copyfile(dirs["ckpt_dir"] + "/model.pt", ckpt / "model.pt")
+    settings = [f"{k}={json.dumps(v)}" for k, v in SMALL.items()]
+    main(["calibrate", BUNDLE, "--dataset_dir", dirs["dataset_dir"], "--ckpt_dir", str(ckpt), "--max_pixels", "2000",
+          "--set", *settings])
+    record = json.loads((ckpt / "calibration.json").read_text())
+    assert len(record["temperature"]) == 1 and record["channels"] == ["background", "lesion"]
+    assert record["num_pixels"] == 2000 and record["after"]["nll"][0] <= record["before"]["nll"][0]
+    out = tmp_path / "eval"
+    run_bundle(BUNDLE, ["train.json", "evaluate.json"], **{**dirs, "ckpt_dir": str(ckpt), "output_dir": str(out)},
+               **SMALL)
+    calibration = json.loads((out / "metrics_summary.json").read_text())["calibration"]
+    assert calibration["calibrated"] and calibration["temperature"] == record["temperature"]
+    for key in ("ece_before", "ece_after", "brier_before", "brier_after"):
+        assert 0.0 <= calibration[key] <= 1.0, key
+    assert calibration["ece_before"] != calibration["ece_after"]
+    assert Image.open(out / "reliability.png").size[0] > 100
+    inferer = inference_parser(BUNDLES / BUNDLE, checkpoint=str(ckpt / "model.pt")).get_parsed_content("inferer")
+    assert inferer.temperature == record["temperature"]
+    torch.save(R2UNet(2, 3, 2, channels=CHANNELS).state_dict(), ckpt / "model.pt")  # retrained
+    with pytest.raises(RuntimeError) as error:  # MONAI's parser raises it from the ValueError
+        inference_parser(BUNDLES / BUNDLE, checkpoint=str(ckpt / "model.pt")).get_parsed_content("inferer")
+    assert "was fitted for another model" in str(error.value.__cause__)

@@ -19,10 +19,11 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor, decollate_batch
 from monai.data.utils import affine_to_spacing
 from monai.handlers import from_engine
-from monai.utils import ImageMetaKey, evenly_divisible_all_gather, string_list_all_gather
+from monai.utils import ImageMetaKey, convert_to_tensor, evenly_divisible_all_gather, string_list_all_gather
 
 from monai_seg.handlers.utils import item_case_name
 from monai_seg.metrics.brats import VOLUME_METRICS, compute_volume_metrics
+from monai_seg.metrics.calibration import CalibrationStats, calibration_target, rescale_probabilities
 from monai_seg.metrics.qubrats import QUBRATS_METRICS, compute_qubrats_score
 from monai_seg.metrics.segmentation import (
     BinarySegmentationMetrics,
@@ -37,9 +38,9 @@ from monai_seg.metrics.triage import (
 )
 from monai_seg.metrics.uncertainty import max_uncertainty
 from monai_seg.utils import atomic_write_csv, atomic_write_text
-from monai_seg.visualize import save_retention_curve
+from monai_seg.visualize import save_reliability_diagram, save_retention_curve
 
-__all__ = ["ReportHandler", "SegmentationReport", "BraTSReport", "write_retention_report"]
+__all__ = ["ReportHandler", "SegmentationReport", "BraTSReport", "CalibrationReport", "write_retention_report"]
 
 
 def _image_meta(batch: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -456,3 +457,93 @@ class BraTSReport(ReportHandler):
                                                   rows[:, self.columns.index("triage_score")], cases, "mean Dice"))
         atomic_write_text(os.path.join(self.output_dir, self.summary_filename), json.dumps(summary, indent=2) + "\n")
         self.logger.info(f"BraTS report of {len(cases)} cases written to {self.output_dir}: {summary}")
+
+
+class CalibrationReport(ReportHandler):
+    """Calibration before and after temperature scaling, from one evaluator run: ECE and Brier score in the summary
+    JSON (key ``calibration``) and a reliability diagram (PNG) with both curves.
+
+    The evaluator runs the calibrated model (:class:`~monai_seg.inferers.CalibratedInferer`) and its postprocessing
+    keeps the probabilities before binarising (e.g. ``CopyItemsd(keys="pred", names="prob")``); the uncalibrated
+    probabilities are recovered from them with the temperature (:func:`~monai_seg.metrics.rescale_probabilities`):
+    exactly for a single-pass model (up to the interpolation of the probabilities back to the label's grid), and
+    only approximately for a Monte-Carlo mean, where the temperature acts on each sample. Attach it after the
+    handler that writes the summary JSON (``SegmentationReport``, ``BraTSReport``): it adds its key to that file.
+
+    Args:
+        output_dir: folder of the report files.
+        temperature: the temperatures the evaluator applied (:func:`~monai_seg.inferers.load_temperature`); None
+            when it ran uncalibrated (before and after are then equal, and ``calibrated`` is false).
+        activation: ``"sigmoid"`` or ``"softmax"``, the model's activation.
+        output_transform: extracts ``(probabilities, labels)`` from ``engine.state.output``: lists of channel-first
+            tensors, (C, *spatial) and (L, *spatial) per image (see :func:`~monai_seg.metrics.calibration_target`).
+        num_bins: equal-width bins of the ECE and the diagram.
+        summary_filename: the JSON file to add the ``calibration`` key to (created if missing).
+        diagram_filename: the PNG file of the reliability diagram.
+        save_rank: rank that writes the files in multi-GPU evaluation.
+        name: logger name, defaults to ``engine.logger``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        temperature: Sequence[float] | None,
+        activation: str = "sigmoid",
+        output_transform: Callable = from_engine(["prob", "label"]),
+        num_bins: int = 15,
+        summary_filename: str = "metrics_summary.json",
+        diagram_filename: str = "reliability.png",
+        save_rank: int = 0,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(output_dir, save_rank, name)
+        self.temperature = None if temperature is None else [float(t) for t in temperature]
+        self.activation = activation
+        self.output_transform = output_transform
+        self.summary_filename = summary_filename
+        self.diagram_filename = diagram_filename
+        self.before, self.after = CalibrationStats(num_bins), CalibrationStats(num_bins)
+
+    def _started(self, engine: Engine) -> None:
+        self.before.reset()
+        self.after.reset()
+
+    def __call__(self, engine: Engine) -> None:
+        probs, labels = self.output_transform(engine.state.output)
+        for prob, label in zip(probs, labels):
+            prob = convert_to_tensor(prob, track_meta=False).float()[None]
+            label = convert_to_tensor(label, track_meta=False)[None]
+            target = calibration_target(label, prob.shape[1], self.activation)
+            self.after.update(prob, target)
+            if self.temperature is not None:
+                prob = rescale_probabilities(prob, self.temperature, self.activation)
+            self.before.update(prob, target)
+
+    def _finalize(self, engine: Engine) -> None:
+        if self.after.counts is None:
+            return
+        self.before.all_reduce()
+        self.after.all_reduce()
+        if not self._is_writer():
+            return
+        os.makedirs(self.output_dir, exist_ok=True)
+        summary_file = os.path.join(self.output_dir, self.summary_filename)
+        summary = {}
+        if os.path.exists(summary_file):
+            with open(summary_file) as f:
+                summary = json.load(f)
+        summary["calibration"] = {
+            "calibrated": self.temperature is not None,
+            "temperature": self.temperature,
+            "num_pixels": int(self.after.counts.sum(1)[0]),
+            **{f"{metric}_{when}": float(getattr(stats, metric)().mean())
+               for when, stats in (("before", self.before), ("after", self.after)) for metric in ("ece", "brier")},
+            **{f"{metric}_{when}_per_channel": getattr(stats, metric)().tolist()
+               for when, stats in (("before", self.before), ("after", self.after)) for metric in ("ece", "brier")},
+        }
+        atomic_write_text(summary_file, json.dumps(summary, indent=2) + "\n")
+        save_reliability_diagram({"before": self.before, "after": self.after},
+                                 os.path.join(self.output_dir, self.diagram_filename))
+        result = summary["calibration"]
+        self.logger.info(f"Calibration: ECE {result['ece_before']:.4f} -> {result['ece_after']:.4f}, Brier "
+                         f"{result['brier_before']:.4f} -> {result['brier_after']:.4f}; wrote {summary_file}.")

@@ -1,5 +1,7 @@
-"""Inferers: Monte-Carlo dropout with uncertainty maps, deterministic-prefix sampling and test-time augmentation."""
+"""Inferers: Monte-Carlo dropout with uncertainty maps, deterministic-prefix sampling, test-time augmentation and
+calibrated inference."""
 
+from .calibration import CalibratedInferer, load_temperature, read_calibration, write_calibration
 from .mc_dropout import (
     ACTIVATIONS,
     DEFAULT_MAPS,

@@ -1,6 +1,14 @@
 """Metrics MONAI lacks: Kaggle per-image Dice and the binary report, BraTS volume metrics, uncertainty quality."""
 
 from .brats import VOLUME_METRICS, compute_volume_metrics
+from .calibration import (
+    CalibrationStats,
+    calibration_target,
+    fit_temperature,
+    negative_log_likelihood,
+    rescale_probabilities,
+    sample_pixels,
+)
 from .fov import from_engine_fov, select_fov
 from .qubrats import QUBRATS_METRICS, QUBraTSMetric, compute_qubrats_curves, compute_qubrats_score
 from .segmentation import (

@@ -26,4 +26,4 @@ from .inference import (
 from .r2unet import R2UNet, RUNet
 from .resunet import ResUNet
 from .two_head_unet import TwoHeadUNet
-from .wrappers import FirstOutput
+from .wrappers import FirstOutput, TemperatureScaled
