@@ -158,4 +158,8 @@ def calibrate_bundle(
     write_calibration(filename, record, model_file)
     logger.info(f"Wrote {filename}: temperature {record['temperature']}, ECE {record['before']['ece']} -> "
                 f"{record['after']['ece']}.")
+    worse = [c for c, b, a in zip(record["channels"], record["before"]["ece"], record["after"]["ece"]) if a > b]
+    if worse:  # the fit lowers the NLL; a biased model can still lose calibration error by it
+        logger.warning(f"{filename}: the temperature raises the validation ECE of {worse}; check the evaluation's "
+                       "reliability.png, and delete the file to serve the uncalibrated probabilities.")
     return {**record, "file": filename}

@@ -53,8 +53,14 @@ INFER_WIRING = {
 """Where the inference evaluator takes each part from (MONAI's ``InferProperties`` ``refer_id``)."""
 
 
+INFERENCE_VARIANTS = {"brats_mri_uncertainty": ("tta.json",)}
+"""Variant files merged onto ``inference.json`` only (they change its inferer), per bundle."""
+
+
 def _variants(bundle: str) -> list[str]:
-    return sorted(p.name for p in (BUNDLES / bundle / "configs").glob("*.json") if p.name not in ROLE_FILES)
+    """The training variants of a bundle: its config files other than the role files and the inference variants."""
+    skip = set(ROLE_FILES) | set(INFERENCE_VARIANTS.get(bundle, ()))
+    return sorted(p.name for p in (BUNDLES / bundle / "configs").glob("*.json") if p.name not in skip)
 
 
 def _compositions(bundle: str) -> list[tuple[str, ...]]:
@@ -86,7 +92,8 @@ def test_train_and_evaluate_use_the_shared_ids(bundle):
 
 @pytest.mark.parametrize("bundle", NAMES)
 def test_inference_uses_the_shared_ids(bundle):
-    _check(BUNDLES / bundle, ("inference.json",), INFER_IDS, INFER_WIRING)
+    for variant in ((), *((name,) for name in INFERENCE_VARIANTS.get(bundle, ()))):
+        _check(BUNDLES / bundle, ("inference.json", *variant), INFER_IDS, INFER_WIRING)
 
 
 @pytest.mark.parametrize("bundle", NAMES)

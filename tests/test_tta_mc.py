@@ -198,7 +198,7 @@ def test_brats_tta_overlay_writes_the_maps_on_the_input_grid(tmp_path) -> None:
     torch.save(bundle_network("brats_mri_uncertainty", **net).state_dict(), checkpoint)
     run_bundle("brats_mri_uncertainty", ["inference.json", "tta.json"], dataset_dir=data, checkpoint=str(checkpoint),
                output_dir=str(tmp_path / "out"), num_workers=0, spatial_size=[16, 16], num_samples=2, sample_batch=2,
-               **{"inferer#prefix_sampling": False}, **net)
+               **{"inferer#inner#prefix_sampling": False}, **net)
     item = load_datalist("brats", data, validate=False)[0]
     flair = nib.load(item["image"][0])
     for name in ("seg", "std", "entropy", "mutual_info", "expected_entropy", "tta_std"):
