@@ -151,8 +151,10 @@ def main() -> None:
         if not opts.no_ablation:
             print("  without one handler (s/epoch, saving against the full bundle):")
             for name in handler_names(parser_for(opts.bundle, data, tmp, opts.epochs, override)):
-                seconds = run_once("bundle", drop=name)[0]
-                print(f"    {name:52s} {seconds:7.2f}  {bundle - seconds:+6.2f}")
+                seconds, weights = run_once("bundle", drop=name)
+                same = all(torch.equal(weights[k], bundle_weights[k]) for k in weights)
+                print(f"    {name:52s} {seconds:7.2f}  {bundle - seconds:+6.2f}  "
+                      f"{'same weights' if same else 'other weights: it changes the training'}")
         print(json.dumps({"bundle_s_per_epoch": bundle, "bare_s_per_epoch": bare, "ratio": bundle / bare}))
 
 
