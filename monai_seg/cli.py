@@ -29,7 +29,7 @@ from monai.utils import optional_import
 
 import monai_seg.data
 from monai_seg.calibrate import calibrate_bundle
-from monai_seg.inferers import DEFAULT_MAPS
+from monai_seg.inferers import MAP_NAMES
 from monai_seg.metrics import score_submission
 from monai_seg.visualize import save_overlay_grid, save_uncertainty_figure
 
@@ -39,9 +39,10 @@ __all__ = ["UNCERTAINTY_MAPS", "BundleInfo", "bundle_info", "default_bundles_dir
            "render_figures", "write_demo"]
 
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
-UNCERTAINTY_MAPS: tuple[str, ...] = tuple(name for name in DEFAULT_MAPS if name != "mean")
-"""The uncertainty maps of :class:`~monai_seg.inferers.MCDropoutInferer`, also the output postfixes of the BraTS
-bundle (``<case>_<map>.nii.gz``)."""
+UNCERTAINTY_MAPS: tuple[str, ...] = tuple(name for name in MAP_NAMES if name != "mean")
+"""The uncertainty maps of :class:`~monai_seg.inferers.MCDropoutInferer` and
+:class:`~monai_seg.inferers.TTAMCDropoutInferer`, also the output postfixes of the BraTS bundle
+(``<case>_<map>.nii.gz``; ``expected_entropy`` and ``tta_std`` with its ``tta.json``)."""
 
 
 @dataclass(frozen=True)
@@ -239,8 +240,11 @@ def render_figures(output_dir: str, dataset_dir: str | None = None, num_images: 
                 raise ValueError(f"Output {case}_prob.nii.gz has no case folder {case} in {dataset_dir}.")
             image, prob = load(images[case]), load(os.path.join(output_dir, f"{case}_prob.nii.gz"))
             for name in maps:
-                filename = os.path.join(output_dir, f"{case}_{name}.png")
-                uncertainty = load(os.path.join(output_dir, f"{case}_{name}.nii.gz"))
+                filename, source = (os.path.join(output_dir, f"{case}_{name}.{ext}") for ext in ("png", "nii.gz"))
+                if not os.path.isfile(source):
+                    raise ValueError(f"{output_dir} has no map {os.path.basename(source)}: the inference did not write "
+                                     f"the {name} map (expected_entropy and tta_std come with configs/tta.json).")
+                uncertainty = load(source)
                 save_uncertainty_figure(image, prob, uncertainty, filename, uncertainty_name=name, title=case)
                 written.append(filename)
     if masks:

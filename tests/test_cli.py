@@ -111,6 +111,8 @@ def test_figures_of_brats_uncertainty_outputs(tmp_path, capsys):
         path.rename(path.with_name(path.name.replace("BraTS2021_00000", "BraTS2021_00009")))
     with pytest.raises(SystemExit, match="has no case folder BraTS2021_00000"):
         main(["figures", str(out), "--dataset_dir", other])
+    with pytest.raises(SystemExit, match="has no map BraTS2021_00000_tta_std.nii.gz: .* configs/tta.json"):
+        main(["figures", str(out), "--dataset_dir", str(tmp_path / "data"), "--maps", "tta_std"])
 
 
 @pytest.mark.parametrize(
