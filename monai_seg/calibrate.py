@@ -32,6 +32,7 @@ from monai_seg.metrics.calibration import (
     fit_temperature,
     negative_log_likelihood,
     sample_pixels,
+    separated_channels,
 )
 
 __all__ = ["CALIBRATION_FILENAME", "calibrate_bundle", "validation_activation"]
@@ -150,6 +151,7 @@ def calibrate_bundle(
         "num_pixels": logits.shape[0],
         "num_bins": num_bins,
         "seed": seed,
+        "separated": separated_channels(logits, target, activation).tolist(),
         "before": _statistics(logits, target, activation, None, num_bins),
         "after": _statistics(logits, target, activation, temperature, num_bins),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -158,6 +160,10 @@ def calibrate_bundle(
     write_calibration(filename, record, model_file)
     logger.info(f"Wrote {filename}: temperature {record['temperature']}, ECE {record['before']['ece']} -> "
                 f"{record['after']['ece']}.")
+    separated = [c for c, flag in zip(record["channels"], record["separated"] * len(record["channels"])) if flag]
+    if separated:  # softmax: one flag for all classes
+        logger.warning(f"{filename}: the model makes no error on the validation pixels of {separated}: no "
+                       "temperature can be fitted there, it stays 1.")
     worse = [c for c, b, a in zip(record["channels"], record["before"]["ece"], record["after"]["ece"]) if a > b]
     if worse:  # the fit lowers the NLL; a biased model can still lose calibration error by it
         logger.warning(f"{filename}: the temperature raises the validation ECE of {worse}; check the evaluation's "

@@ -22,6 +22,7 @@ from monai_seg.metrics import (
     negative_log_likelihood,
     rescale_probabilities,
     sample_pixels,
+    separated_channels,
 )
 from monai_seg.networks import TemperatureScaled
 
@@ -41,6 +42,22 @@ def test_fit_recovers_the_temperature_of_overconfident_logits():
     assert t3.shape == (1,) and abs(float(t3) - 3.0) < 0.15
     nll = negative_log_likelihood(3 * z3, y3, "softmax")
     assert float(negative_log_likelihood(3 * z3, y3, "softmax", t3)) < float(nll)
+
+
+def test_a_channel_without_errors_keeps_temperature_one():
+    """The nerve net's presence on a few validation images is often perfectly separated: its NLL keeps falling as
+    T -> 0, so no temperature is fitted there; the other channel is fitted as usual."""
+    g = torch.Generator().manual_seed(0)
+    z = 2 * torch.randn(5_000, 1, generator=g)
+    y = torch.bernoulli(torch.sigmoid(z), generator=g)
+    separable = torch.cat([torch.full((2_500, 1), -1.0), torch.full((2_500, 1), 2.0)])
+    logits, target = torch.cat([3 * z, separable], dim=1), torch.cat([y, (separable > 0).float()], dim=1)
+    assert separated_channels(logits, target).tolist() == [False, True]
+    t = fit_temperature(logits, target)
+    assert abs(float(t[0]) - 3.0) < 0.3 and float(t[1]) == 1.0
+    one_hot = torch.nn.functional.one_hot(torch.arange(6) % 3, 3).float()
+    assert separated_channels(5 * one_hot, one_hot, "softmax").tolist() == [True]
+    assert float(fit_temperature(5 * one_hot, one_hot, "softmax")) == 1.0
 
 
 def test_fit_is_bounded_for_uninformative_logits():

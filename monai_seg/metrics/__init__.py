@@ -8,6 +8,7 @@ from .calibration import (
     negative_log_likelihood,
     rescale_probabilities,
     sample_pixels,
+    separated_channels,
 )
 from .fov import from_engine_fov, select_fov
 from .qubrats import QUBRATS_METRICS, QUBraTSMetric, compute_qubrats_curves, compute_qubrats_score

@@ -38,6 +38,7 @@ __all__ = [
     "negative_log_likelihood",
     "rescale_probabilities",
     "sample_pixels",
+    "separated_channels",
 ]
 
 
@@ -149,6 +150,9 @@ def fit_temperature(
     The NLL is convex in 1 / T and each channel's temperature is fitted on its own, so clipping the optimum to
     ``bounds`` gives the optimum within them. A model whose logits carry no information (barely trained, or a
     constant channel) has its optimum at T -> infinity (probabilities of one half); the upper bound stops it there.
+    A channel that classifies every pixel right (:func:`separated_channels`, e.g. the nerve net's presence on a
+    few validation images) has no optimum at all: its NLL keeps falling as T -> 0, and a fit would make it as
+    confident as the bound allows on data it has not seen. It keeps T = 1.
 
     Args:
         logits: (N, C) pixels (e.g. from :func:`sample_pixels`).
@@ -180,7 +184,26 @@ def fit_temperature(
         return loss
 
     optimizer.step(closure)
-    return log_t.detach().exp().clamp(*bounds).float()
+    temperature = log_t.detach().exp().clamp(*bounds)
+    return torch.where(separated_channels(logits, target, activation), 1.0, temperature).float()
+
+
+def separated_channels(logits: torch.Tensor, target: torch.Tensor, activation: str = "sigmoid") -> torch.Tensor:
+    """Whether the logits classify every pixel right, per fitted temperature (see :func:`fit_temperature`).
+
+    Args:
+        logits: (N, C) pixels.
+        target: (N, C) binary; one-hot for ``"softmax"``.
+        activation: ``"sigmoid"`` (per channel: every positive pixel has a logit > 0, every negative one < 0) or
+            ``"softmax"`` (the argmax is the target class for every pixel).
+
+    Returns:
+        (C,) bool for ``"sigmoid"``, (1,) for ``"softmax"``.
+    """
+    _check_activation(activation)
+    if activation == "sigmoid":
+        return ((2 * target - 1) * logits > 0).all(dim=0)
+    return (logits.argmax(dim=1) == target.argmax(dim=1)).all()[None]
 
 
 def rescale_probabilities(prob: torch.Tensor, factor: torch.Tensor | Sequence[float], activation: str) -> torch.Tensor:
