@@ -63,8 +63,9 @@ def nerve_dirs(root, data) -> dict:
 
 
 def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path, nerve_data):
-    """A real ``python -m monai.bundle run training`` killed with SIGKILL after epoch 2's checkpoint."""
-    epochs, dirs = 5, nerve_dirs(tmp_path, nerve_data)
+    """A real ``python -m monai.bundle run training`` killed with SIGKILL after epoch 2's checkpoint (many short
+    epochs: on an idle machine a run of 5 finished between two looks at the checkpoint)."""
+    epochs, dirs = 30, nerve_dirs(tmp_path, nerve_data)
     meta, train, logging_conf = config_files(NERVE, "metadata.json", "train.json", "logging.conf")
     overrides = {**NERVE_TINY, **dirs, "epochs": epochs}
     command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", train, "--meta_file", meta,
