@@ -31,6 +31,7 @@ import monai_seg.data
 from monai_seg.calibrate import calibrate_bundle
 from monai_seg.inferers import MAP_NAMES
 from monai_seg.metrics import score_submission
+from monai_seg.utils import read_json
 from monai_seg.visualize import save_overlay_grid, save_uncertainty_figure
 
 tqdm, _ = optional_import("tqdm", name="tqdm")
@@ -71,13 +72,6 @@ def default_bundles_dir() -> Path:
     return beside if beside.is_dir() else Path("bundles")
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"Cannot read {path}: {error}") from None
-
-
 def bundle_info(root: str | os.PathLike) -> BundleInfo:
     """Read a bundle's task, net and data layout from ``configs/metadata.json`` and ``configs/train.json``.
 
@@ -86,8 +80,8 @@ def bundle_info(root: str | os.PathLike) -> BundleInfo:
     """
     root = Path(root)
     metadata, train_file = root / "configs" / "metadata.json", root / "configs" / "train.json"
-    task = _read_json(metadata).get("task", "")
-    train = _read_json(train_file)
+    task = read_json(metadata).get("task", "")
+    train = read_json(train_file)
     net = str(train.get("network_def", {}).get("_target_", "?")).rsplit(".", 1)[-1]
     return BundleInfo(root.name, root, task, net, train.get("layout"))
 

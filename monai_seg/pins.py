@@ -26,6 +26,8 @@ from typing import Any
 
 from packaging.version import Version
 
+from monai_seg.utils import read_json
+
 __all__ = ["FRAMEWORK_PINS", "environment_pins", "installed_version", "metadata_files", "pinned", "stale_pins",
            "write_pins"]
 
@@ -80,18 +82,11 @@ def metadata_files(bundles_dir: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"Cannot read {path}: {error}") from None
-
-
 def stale_pins(bundles_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """``{metadata file: {field: (written, installed)}}`` for each pin that differs from this environment."""
     stale = {}
     for path in metadata_files(bundles_dir):
-        metadata = _read(path)
+        metadata = read_json(path)
         wanted = environment_pins(metadata)
         diff = {key: (metadata.get(key), value) for key, value in wanted.items() if metadata.get(key) != value}
         if diff:
@@ -104,7 +99,7 @@ def write_pins(bundles_dir: str | os.PathLike) -> list[Path]:
     fields keep their order and values. Returns the files that changed."""
     changed = []
     for path in metadata_files(bundles_dir):
-        metadata = _read(path)
+        metadata = read_json(path)
         updated = {**metadata, **environment_pins(metadata)}
         text = json.dumps(updated, indent=4, ensure_ascii=False) + "\n"
         if text != path.read_text():

@@ -17,6 +17,7 @@ import functools
 import glob
 import hashlib
 import io
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +34,7 @@ __all__ = [
     "check_free",
     "check_outputs",
     "file_sha256",
+    "read_json",
     "reuse_freed_memory",
 ]
 
@@ -60,6 +62,19 @@ def atomic_save(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The content of a JSON file.
+
+    Raises:
+        ValueError: naming the file when it cannot be read or is not valid JSON.
+    """
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"Cannot read {path}: {error}") from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
